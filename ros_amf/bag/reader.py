@@ -1,0 +1,273 @@
+"""Read camera images from recorded bags with ``rosbags`` (no ROS install, no rclpy).
+
+Opens ROS 2 bags (sqlite3 or mcap storage, a bag directory or a bare ``.mcap`` file) and
+ROS 1 ``.bag`` files. Image topics may carry ``sensor_msgs/Image`` in one of the encodings the
+nodes accept (rgb8, bgr8, rgba8, bgra8, mono8) or ``sensor_msgs/CompressedImage`` (JPEG/PNG,
+decoded with OpenCV). Every problem a user can cause is a specific ``BagError`` subclass whose
+message names the file and says what to do; a truncated or corrupt bag reports how many
+messages were read before the damage.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.typesys import Stores, get_typestore
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
+# encoding -> channels; the encodings the perception nodes accept
+SUPPORTED_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
+
+
+class BagError(Exception):
+    """Base class of every error raised while reading a bag."""
+
+
+class BagNotFoundError(BagError, FileNotFoundError):
+    """The bag path does not exist."""
+
+
+class TopicNotFoundError(BagError):
+    """The requested topic is not in the bag."""
+
+
+class UnsupportedMessageTypeError(BagError):
+    """The topic exists but does not carry sensor_msgs/Image or sensor_msgs/CompressedImage."""
+
+
+class UnsupportedEncodingError(BagError):
+    """An image uses an encoding the nodes cannot consume (e.g. mono16, bayer)."""
+
+
+class CorruptBagError(BagError):
+    """The bag is truncated or corrupt; ``messages_read`` messages were read before the damage."""
+
+    def __init__(self, message: str, *, messages_read: int, messages_expected: int | None = None):
+        super().__init__(message)
+        self.messages_read = messages_read
+        self.messages_expected = messages_expected
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    msgtype: str
+    message_count: int
+
+    @property
+    def is_image(self) -> bool:
+        return self.msgtype in IMAGE_TYPES
+
+
+@dataclass(frozen=True)
+class BagImage:
+    """One camera frame as stored (Image) or decoded (CompressedImage), ready to publish as sensor_msgs/Image."""
+
+    index: int           # position on its topic, 0-based
+    log_time_ns: int     # when the recorder received it (bag timestamp)
+    stamp_ns: int        # header.stamp, the key outputs are matched by
+    frame_id: str
+    encoding: str        # one of SUPPORTED_ENCODINGS
+    height: int
+    width: int
+    step: int            # bytes per row (may include padding)
+    data: np.ndarray     # uint8, flat, len = step * height
+
+    def to_array(self) -> np.ndarray:
+        """HxWxC (HxW for mono8) view of the pixels without row padding; no copy when rows are unpadded."""
+        channels = SUPPORTED_ENCODINGS[self.encoding]
+        rows = self.data.reshape(self.height, self.step)[:, : self.width * channels]
+        return rows.reshape(self.height, self.width) if channels == 1 else rows.reshape(self.height, self.width, channels)
+
+    def to_rgb(self) -> np.ndarray:
+        """HxWx3 RGB uint8, the layout the models consume."""
+        import cv2
+
+        array = self.to_array()
+        code = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
+                "mono8": cv2.COLOR_GRAY2RGB}.get(self.encoding)
+        return np.ascontiguousarray(array) if code is None else cv2.cvtColor(array, code)
+
+
+def stamp_to_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _expected_message_count(path: Path) -> int | None:
+    """Message count promised by metadata.yaml, to say how much of a damaged bag was lost."""
+    meta = path / "metadata.yaml" if path.is_dir() else None
+    if meta is None or not meta.is_file():
+        return None
+    try:
+        info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
+        return int(info["message_count"])
+    except Exception:  # unreadable metadata only loses the "of N" part of the message
+        return None
+
+
+class BagReader:
+    """Context manager over one bag: ``with BagReader(path) as bag: for frame in bag.images(): ...``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BagNotFoundError(f"bag '{self.path}' does not exist; pass a rosbag2 directory, an .mcap file "
+                                   f"or a ROS 1 .bag file.")
+        self._reader: AnyReader | None = None
+
+    # -- opening -----------------------------------------------------------------------------
+    def open(self) -> BagReader:
+        # Bags without embedded message definitions (older sqlite3 bags) use the newest stock types.
+        reader = AnyReader([self.path], default_typestore=get_typestore(Stores.LATEST))
+        try:
+            reader.open()
+        except (AnyReaderError, sqlite3.DatabaseError) as err:
+            expected = _expected_message_count(self.path)
+            of = f" of {expected}" if expected is not None else ""
+            raise CorruptBagError(f"bag '{self.path}' is truncated or corrupt and cannot be opened ({err}); "
+                                  f"read 0{of} messages. Re-record or repair it (e.g. 'ros2 bag reindex').",
+                                  messages_read=0, messages_expected=expected) from err
+        self._reader = reader
+        return self
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def __enter__(self) -> BagReader:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def _open_reader(self) -> AnyReader:
+        if self._reader is None:
+            raise BagError(f"bag '{self.path}' is not open; use 'with BagReader(path) as bag:'.")
+        return self._reader
+
+    # -- topics ------------------------------------------------------------------------------
+    def topics(self) -> list[TopicInfo]:
+        return [TopicInfo(name, info.msgtype or "", info.msgcount)
+                for name, info in sorted(self._open_reader.topics.items())]
+
+    def image_topics(self) -> list[TopicInfo]:
+        return [t for t in self.topics() if t.is_image]
+
+    def resolve_image_topic(self, topic: str | None = None) -> TopicInfo:
+        """The named topic, checked to carry images; without a name, /camera/image_raw or the only image topic."""
+        topics = {t.name: t for t in self.topics()}
+        listing = ", ".join(f"{t.name} ({t.msgtype})" for t in topics.values()) or "none"
+        if topic is None:
+            images = self.image_topics()
+            if DEFAULT_IMAGE_TOPIC in topics and topics[DEFAULT_IMAGE_TOPIC].is_image:
+                return topics[DEFAULT_IMAGE_TOPIC]
+            if len(images) == 1:
+                return images[0]
+            raise TopicNotFoundError(f"bag '{self.path}' has {len(images)} image topics; choose one with --topic "
+                                     f"(topics: {listing}).")
+        if topic not in topics:
+            raise TopicNotFoundError(f"topic '{topic}' is not in bag '{self.path}'; its topics are: {listing}.")
+        if not topics[topic].is_image:
+            raise UnsupportedMessageTypeError(
+                f"topic '{topic}' in bag '{self.path}' carries {topics[topic].msgtype}, but replay needs "
+                f"sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage; pick an image topic with --topic.")
+        return topics[topic]
+
+    @property
+    def start_time_ns(self) -> int:
+        return self._open_reader.start_time
+
+    @property
+    def end_time_ns(self) -> int:
+        return self._open_reader.end_time
+
+    # -- messages ----------------------------------------------------------------------------
+    def images(self, topic: str | None = None, *, limit: int | None = None) -> Iterator[BagImage]:
+        """Frames of one image topic in recording order; raises CorruptBagError where the bag is damaged."""
+        info = self.resolve_image_topic(topic)
+        reader = self._open_reader
+        connections = [c for c in reader.connections if c.topic == info.name]
+        read = 0
+        stream = reader.messages(connections=connections)
+        while limit is None or read < limit:
+            try:
+                item = next(stream)
+            except StopIteration:
+                return
+            except Exception as err:  # rosbags, sqlite3 and mcap each raise their own types for damaged data
+                raise self._corrupt(info, read, err) from err
+            connection, log_time_ns, raw = item
+            try:
+                message = reader.deserialize(raw, connection.msgtype)
+            except Exception as err:  # rosbags raises several types for malformed CDR
+                raise self._corrupt(info, read, err) from err
+            yield self._to_bag_image(message, connection.msgtype, read, log_time_ns, info)
+            read += 1
+
+    def _corrupt(self, info: TopicInfo, read: int, err: Exception) -> CorruptBagError:
+        return CorruptBagError(
+            f"bag '{self.path}' is truncated or corrupt at message {read} of topic '{info.name}' ({err}); "
+            f"read {read} of {info.message_count} messages before it. Re-record the bag or replay only the "
+            f"first {read} frames with --limit {read}.",
+            messages_read=read, messages_expected=info.message_count)
+
+    def _to_bag_image(self, message, msgtype: str, index: int, log_time_ns: int, info: TopicInfo) -> BagImage:
+        header = message.header
+        if msgtype == COMPRESSED_IMAGE_TYPE:
+            encoding, pixels = self._decode_compressed(message, index, info)
+            height, width = pixels.shape[:2]
+            return BagImage(index, log_time_ns, stamp_to_ns(header.stamp), header.frame_id, encoding, height, width,
+                            pixels.strides[0], pixels.reshape(-1))
+        encoding = message.encoding.lower()
+        if encoding not in SUPPORTED_ENCODINGS:
+            raise UnsupportedEncodingError(
+                f"frame {index} of topic '{info.name}' in bag '{self.path}' has encoding '{message.encoding}'; "
+                f"the nodes accept {', '.join(SUPPORTED_ENCODINGS)}. Convert the topic to one of these.")
+        data = np.asarray(message.data, dtype=np.uint8).reshape(-1)
+        if data.size < message.step * message.height or message.step < message.width * SUPPORTED_ENCODINGS[encoding]:
+            raise CorruptBagError(
+                f"frame {index} of topic '{info.name}' in bag '{self.path}' holds {data.size} bytes but "
+                f"{message.height} rows of step {message.step} ({message.width} px {encoding}) are declared; "
+                f"read {index} of {info.message_count} messages before it.",
+                messages_read=index, messages_expected=info.message_count)
+        return BagImage(index, log_time_ns, stamp_to_ns(header.stamp), header.frame_id, encoding,
+                        int(message.height), int(message.width), int(message.step), data[: message.step * message.height])
+
+    def _decode_compressed(self, message, index: int, info: TopicInfo) -> tuple[str, np.ndarray]:
+        import cv2
+
+        buffer = np.asarray(message.data, dtype=np.uint8)
+        pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+        if pixels is None:
+            raise CorruptBagError(
+                f"frame {index} of topic '{info.name}' in bag '{self.path}' (CompressedImage, format "
+                f"'{message.format}') could not be decoded by OpenCV; read {index} of {info.message_count} "
+                f"messages before it.", messages_read=index, messages_expected=info.message_count)
+        if pixels.dtype != np.uint8:
+            raise UnsupportedEncodingError(
+                f"frame {index} of topic '{info.name}' in bag '{self.path}' decodes to {pixels.dtype} pixels "
+                f"(format '{message.format}'); the nodes accept 8-bit images only.")
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        encoding = {1: "mono8", 3: "bgr8", 4: "bgra8"}[channels]  # OpenCV decodes colour as BGR(A)
+        return encoding, np.ascontiguousarray(pixels)
+
+
+def list_topics(path: str | Path) -> list[TopicInfo]:
+    with BagReader(path) as bag:
+        return bag.topics()
+
+
+def read_images(path: str | Path, topic: str | None = None, *, limit: int | None = None) -> list[BagImage]:
+    """All frames of an image topic (convenience for small bags and tests)."""
+    with BagReader(path) as bag:
+        return list(bag.images(topic, limit=limit))

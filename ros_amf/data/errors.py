@@ -1,0 +1,13 @@
+"""The one exception a user's data can cause, with a message naming the file and the problem."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DatasetFileError(ValueError):
+    """A dataset file is missing or malformed; the message says which file and what to do."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")

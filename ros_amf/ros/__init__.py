@@ -1,0 +1,1 @@
+"""ROS 2 layer: nodes, message conversions, QoS, parameters. The only package that imports rclpy."""

@@ -1,0 +1,128 @@
+"""Turning model results into what the outputs need: instance-index maps, boxes, label maps, overlays.
+
+All of it is vectorised torch/numpy (no per-pixel Python): post-processing and message filling are
+where Python perception nodes usually lose their time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ros_amf.runtime.preprocess import Geometry
+
+
+@dataclass
+class InstanceOutput:
+    """Instances of one frame at input-image resolution, sorted by descending score."""
+    ids: np.ndarray            # HxW uint8 (<=255 instances) or uint16; 0 = background, k = instance k-1
+    classes: np.ndarray        # [N] int64 contiguous class ids
+    scores: np.ndarray         # [N] float32
+    boxes: np.ndarray          # [N,4] int32 x0, y0, x1, y1 (inclusive)
+    areas: np.ndarray          # [N] int64 mask areas before overlaps are resolved
+    masks: np.ndarray | None = None   # [N,H,W] bool, only when the engine keeps masks (evaluation)
+
+
+@dataclass
+class SemanticOutput:
+    labels: np.ndarray         # HxW uint8 class ids
+
+
+@dataclass
+class FrameResult:
+    seq: int
+    tag: object                # whatever the caller attached (the ROS header)
+    geometry: Geometry
+    instances: InstanceOutput | None = None
+    semantic: SemanticOutput | None = None
+    image_rgb: np.ndarray | None = None   # the input as RGB, kept only when an overlay is wanted
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    t_in: float = 0.0
+    error: str | None = None   # failure reason; the frame is counted, not published
+
+
+class NonFiniteOutput(RuntimeError):
+    """The model produced NaN or inf; the frame is failed and counted, the pipeline continues."""
+
+
+def instance_tensors(masks: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
+                     class_filter: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Filter and order instances, build the index map and boxes on the tensors' device.
+
+    Returns (ids HxW int32, classes, scores, boxes [N,4], areas, masks) with instances sorted by
+    descending score; where masks overlap the higher-scoring instance owns the pixel.
+    """
+    if class_filter is not None and classes.numel():
+        keep = torch.isin(classes, class_filter)
+        masks, scores, classes = masks[keep], scores[keep], classes[keep]
+    order = torch.argsort(scores, descending=True)
+    masks, scores, classes = masks[order], scores[order], classes[order]
+    n, height, width = masks.shape
+    if n == 0:
+        empty = torch.zeros((0, 4), dtype=torch.int32, device=masks.device)
+        return (torch.zeros((height, width), dtype=torch.int32, device=masks.device), classes, scores, empty,
+                torch.zeros(0, dtype=torch.int64, device=masks.device), masks)
+    as_u8 = masks.to(torch.uint8)
+    # argmax returns the first maximum, i.e. the highest-scoring covering mask
+    ids = (as_u8.argmax(0).to(torch.int32) + 1) * as_u8.amax(0).to(torch.int32)
+    rows, cols = masks.any(2), masks.any(1)
+    y0 = rows.to(torch.uint8).argmax(1)
+    y1 = height - 1 - rows.flip(1).to(torch.uint8).argmax(1)
+    x0 = cols.to(torch.uint8).argmax(1)
+    x1 = width - 1 - cols.flip(1).to(torch.uint8).argmax(1)
+    boxes = torch.stack([x0, y0, x1, y1], 1).to(torch.int32)
+    areas = masks.flatten(1).sum(1)
+    return ids, classes, scores, boxes, areas, masks
+
+
+def id_map_dtype(count: int) -> np.dtype:
+    return np.dtype(np.uint8) if count <= 255 else np.dtype(np.uint16)
+
+
+def semantic_labels(logits: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """[1,C,Hp,Wp] logits -> HxW uint8 labels at the original size.
+
+    Argmax at network resolution, then nearest-neighbour index gathering to the original size:
+    far cheaper than upsampling C logit planes, and the same on CPU and GPU.
+    """
+    (rh, rw), (oh, ow) = geometry.resized_hw, geometry.original_hw
+    hp, wp = logits.shape[-2:]
+    scale_h, scale_w = hp / geometry.padded_hw[0], wp / geometry.padded_hw[1]  # logits may be strided
+    lh, lw = max(1, round(rh * scale_h)), max(1, round(rw * scale_w))
+    labels = logits[0, :, :lh, :lw].argmax(0).to(torch.uint8)
+    rows = ((torch.arange(oh, device=logits.device) + 0.5) * (lh / oh)).long().clamp_(max=lh - 1)
+    cols = ((torch.arange(ow, device=logits.device) + 0.5) * (lw / ow)).long().clamp_(max=lw - 1)
+    return labels.index_select(0, rows).index_select(1, cols)
+
+
+def palette(count: int, seed: int = 7) -> np.ndarray:
+    """Distinct, stable colours (uint8 [count,3]) for classes or instance indices."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(40, 256, size=(max(count, 1), 3), dtype=np.int64)
+    return colours.astype(np.uint8)
+
+
+def overlay(image_rgb: np.ndarray, semantic: np.ndarray | None, instance_ids: np.ndarray | None,
+            class_colours: np.ndarray, instance_colours: np.ndarray, alpha: float = 0.5,
+            ignore_label: int = 255) -> np.ndarray:
+    """Blend the label map (class colours) and instance masks (per-instance colours) over the image."""
+    out = image_rgb.astype(np.float32)
+    if semantic is not None:
+        lut = np.zeros((256, 3), np.float32)
+        lut[:len(class_colours)] = class_colours[:256]
+        valid = semantic != ignore_label
+        colour = lut[semantic]
+        out[valid] = (1 - alpha) * out[valid] + alpha * colour[valid]
+    if instance_ids is not None and instance_ids.any():
+        lut = np.zeros((int(instance_ids.max()) + 1, 3), np.float32)
+        lut[1:] = instance_colours[np.arange(len(lut) - 1) % len(instance_colours)]
+        inside = instance_ids > 0
+        out[inside] = (1 - alpha) * out[inside] + alpha * lut[instance_ids[inside]]
+        # a dark outline shows where one instance ends and the next begins
+        edge = np.zeros_like(inside)
+        edge[:-1] |= instance_ids[:-1] != instance_ids[1:]
+        edge[:, :-1] |= instance_ids[:, :-1] != instance_ids[:, 1:]
+        out[edge] *= 0.3
+    return np.clip(out, 0, 255).astype(np.uint8)

@@ -1,0 +1,20 @@
+"""Small helpers for tests that run a real rclpy graph."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+def spin_until(executor, condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Spin ``executor`` until ``condition()`` is true or ``timeout_s`` passes; return the condition."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        executor.spin_once(timeout_sec=0.05)
+    return condition()
+
+
+def wait_for_subscribers(executor, publisher, count: int = 1, timeout_s: float = 10.0) -> bool:
+    """Discovery takes a moment even on loopback: wait until the publisher sees its subscribers."""
+    return spin_until(executor, lambda: publisher.get_subscription_count() >= count, timeout_s)
