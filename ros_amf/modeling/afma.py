@@ -94,12 +94,19 @@ class AfmaFactors:
         """Number of nonzero entries in each row of A, [B, C, L_full], computed in row blocks."""
         image, feature = self.image_patches.detach(), self.feature_patches.detach()
         batch, classes, rows, _ = image.shape
-        block = max(1, max_elements // max(1, batch * classes * feature.shape[-2]))
-        counts = []
+        feature_t = feature.transpose(-1, -2).contiguous()
+        block = min(rows, max(1, max_elements // max(1, batch * classes * feature.shape[-2])))
+        # one product and one mask buffer reused for every block (the last block is shifted back to
+        # stay full size): a fresh allocation per block fragments the heap and inflates the RSS
+        product = image.new_empty(batch, classes, block, feature.shape[-2])
+        nonzero = torch.empty(product.shape, dtype=torch.bool, device=image.device)
+        counts = torch.empty(batch, classes, rows, dtype=torch.long, device=image.device)
         for start in range(0, rows, block):
-            product = image[:, :, start:start + block] @ feature.transpose(-1, -2)
-            counts.append(torch.count_nonzero(product, dim=-1))
-        return torch.cat(counts, dim=-1)
+            start = min(start, rows - block)
+            torch.matmul(image[:, :, start:start + block], feature_t, out=product)
+            torch.ne(product, 0, out=nonzero)
+            counts[:, :, start:start + block] = nonzero.sum(-1)
+        return counts
 
 
 class PatchMLP(nn.Module):
@@ -155,7 +162,11 @@ class AcrossFeatureMapAttention(nn.Module):
         height, width = image.shape[-2:]
         halo = 4  # rows of context the 7x7 (3) and 3x3 (1) convolutions need
         padded_input = F.pad(image, (0, 0, halo, halo))
-        strips = []
+        p = self.patch_size
+        columns = padded_w // p
+        # filled strip by strip (strips are whole patch rows, so each is one contiguous range of L);
+        # one preallocated tensor instead of a list + cat: no copy and no heap fragmentation
+        patches = image.new_empty(image.shape[0], self.num_classes, padded_h // p * columns, p * p)
         for top in range(0, padded_h, self.embed_rows):
             bottom = min(top + self.embed_rows, padded_h)
             valid_bottom = min(bottom, height)
@@ -170,8 +181,8 @@ class AcrossFeatureMapAttention(nn.Module):
             else:
                 embedded = image.new_zeros(image.shape[0], self.num_classes, 0, width)
             embedded = pad_to(embedded, bottom - top, padded_w)
-            strips.append(self.patch_mlp(patchify(embedded, self.patch_size)))
-        return torch.cat(strips, dim=-2)  # strips are whole patch rows, so L stays row-major
+            patches[:, :, top // p * columns:bottom // p * columns] = self.patch_mlp(patchify(embedded, p))
+        return patches
 
     def attention_factors(self, image: torch.Tensor, feature: torch.Tensor) -> AfmaFactors:
         height, width = image.shape[-2:]

@@ -10,8 +10,12 @@ offline is what runs on the vehicle.
   buffers are pinned. The instance and semantic models run on two compute streams in parallel, or
   share one backbone forward in "joint" mode. When no CUDA device exists, ``StreamSet`` turns
   streams and events into no-ops so the same stage code runs (and is tested) on CPU.
-* Overload: the input is a latest-frame slot; a new frame replaces a waiting one and the replaced
-  frame is counted as dropped. Queues between stages block (size ``stage_queue``), so memory is bounded.
+* Overload ("latest-frame" policy, the default for live cameras): the input and the hand-over to
+  inference are latest-frame slots; a new frame replaces a waiting one and the replaced frame is
+  counted as dropped, so the model always gets the freshest frame and latency stays near one
+  inference. The hand-over to post-processing blocks. Nothing grows without bound.
+  ``lossless=True`` (offline evaluation, benchmarks of every frame) makes ``submit`` wait for room
+  instead, and no frame is dropped.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 
 from ros_amf.runtime.models import LoadedModel, share_backbone
-from ros_amf.runtime.outputs import (FrameResult, InstanceOutput, NonFiniteOutput, SemanticOutput, id_map_dtype,
+from ros_amf.runtime.outputs import (BadModelOutput, FrameResult, InstanceOutput, NonFiniteOutput, SemanticOutput, id_map_dtype,
                                      instance_tensors, semantic_labels)
 from ros_amf.runtime.preprocess import Geometry, InputSize, preprocess_numpy, preprocess_torch, to_rgb
 from ros_amf.runtime.stats import PipelineStats
@@ -50,6 +54,7 @@ class EngineConfig:
     keep_masks: bool = False         # keep per-instance masks in results (offline evaluation)
     input_slots: int = 1             # frames that may wait at the input before the oldest is dropped
     stage_queue: int = 1             # frames that may wait between two stages
+    lossless: bool = False           # True: submit() waits for room instead of dropping (offline use)
     device_path: bool | None = None  # None: torch pre/post on the device iff it is CUDA; True forces it
     record_stream_times: bool = False  # GPU: record per-stream busy intervals (benchmark overlap)
 
@@ -151,18 +156,26 @@ class LatestSlot:
         self._capacity = capacity
         self._cond = threading.Condition()
 
-    def put(self, frame: Frame) -> Frame | None:
+    def put(self, frame: Any, block: bool = False, timeout: float = 0.1) -> Any | None:
+        """Add ``frame``; when full either evict the oldest (returned) or, with ``block``, wait up to
+        ``timeout`` for room and return ``frame`` itself if there was none."""
         with self._cond:
+            if block and len(self._items) >= self._capacity:
+                self._cond.wait_for(lambda: len(self._items) < self._capacity, timeout)
+                if len(self._items) >= self._capacity:
+                    return frame
             evicted = self._items.popleft() if len(self._items) >= self._capacity else None
             self._items.append(frame)
-            self._cond.notify()
+            self._cond.notify_all()
             return evicted
 
-    def get(self, timeout: float) -> Frame | None:
+    def get(self, timeout: float) -> Any | None:
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
+            item = self._items.popleft() if self._items else None
+            self._cond.notify_all()
+            return item
 
     def __len__(self) -> int:
         return len(self._items)
@@ -215,7 +228,7 @@ class Engine:
             self._postprocess_instances = postprocess_instances
         self._seq = itertools.count()
         self._slot = LatestSlot(config.input_slots)
-        self._q_infer: queue.Queue[Prepared] = queue.Queue(config.stage_queue)
+        self._q_infer = LatestSlot(config.stage_queue)
         self._q_post: queue.Queue[Inferred] = queue.Queue(config.stage_queue)
         self._threads: list[threading.Thread] = []
         self._running = threading.Event()
@@ -313,8 +326,8 @@ class Engine:
 
     def _instance_on_device(self, outputs: dict[str, torch.Tensor], geometry: Geometry) -> dict[str, torch.Tensor]:
         for key in ("pred_logits", "pred_masks", "pred_scores"):
-            if key not in outputs:
-                raise NonFiniteOutput(f"instance model output lacks '{key}'")
+            if not isinstance(outputs, dict) or key not in outputs:
+                raise BadModelOutput(f"instance model output lacks '{key}'")
             if not _finite(outputs[key]):
                 raise NonFiniteOutput(f"instance model output '{key}' holds NaN/inf")
         cfg = self.config
@@ -345,6 +358,12 @@ class Engine:
         torch.cuda.synchronize(self.device)
         t0 = self._t0_event
         return [(name, t0.elapsed_time(b), t0.elapsed_time(e)) for name, b, e in list(self.stream_intervals)]
+
+    def warm_up(self, height: int, width: int) -> None:
+        """One throw-away frame through every stage: the first forward allocates and tunes, and would
+        otherwise show up as a latency spike on the first camera frame. Not counted in the stats."""
+        frame = self.make_frame(np.zeros((height, width, 3), np.uint8), "rgb8")
+        self.postprocess(self.infer(self.preprocess(frame)))
 
     # ----- synchronous use -----
     def make_frame(self, image: np.ndarray, encoding: str, tag: Any = None, keep_image: bool = False) -> Frame:
@@ -383,11 +402,18 @@ class Engine:
         frame = self.make_frame(image, encoding, tag, keep_image)
         with self._idle:
             self._pending += 1
-        evicted = self._slot.put(frame)
+        if self.config.lossless:
+            while self._slot.put(frame, block=True) is frame:
+                if not self._running.is_set():
+                    raise RuntimeError("submit() on a stopped engine; call start() first.")
+            return frame.seq
+        self._drop(self._slot.put(frame))
+        return frame.seq
+
+    def _drop(self, evicted: Any) -> None:
         if evicted is not None:
             self.stats.dropped()
             self._finish_one()
-        return frame.seq
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until every submitted frame is published, dropped or failed."""
@@ -441,12 +467,17 @@ class Engine:
                 self._failed(frame, exc, stage="preprocess")
                 self._finish_one()
                 continue
-            if not self._put(self._q_infer, prepared):
-                self._finish_one()
+            if self.config.lossless:
+                while self._q_infer.put(prepared, block=True) is prepared:
+                    if not self._running.is_set():
+                        self._finish_one()
+                        break
+            else:
+                self._drop(self._q_infer.put(prepared))   # a fresher frame replaces a waiting one
 
     def _run_inference(self) -> None:
         while self._running.is_set():
-            prepared = self._get(self._q_infer)
+            prepared = self._q_infer.get(timeout=0.1)
             if prepared is None:
                 continue
             try:
@@ -484,7 +515,8 @@ class Engine:
         self.stats.frame_out(result.timings_ms)
 
     def _failed(self, frame: Frame, exc: Exception, stage: str = "pipeline") -> FrameResult:
-        reason = "non_finite_output" if isinstance(exc, NonFiniteOutput) else f"{stage}_error"
+        reason = ("non_finite_output" if isinstance(exc, NonFiniteOutput) else
+                  "bad_model_output" if isinstance(exc, BadModelOutput) else f"{stage}_error")
         result = FrameResult(seq=frame.seq, tag=frame.tag, geometry=Geometry(frame.image.shape[:2],
                              frame.image.shape[:2], frame.image.shape[:2]), t_in=frame.t_in)
         return self._failed_result(result, f"{type(exc).__name__}: {exc}", reason)

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ros_amf import config as config_io
 from ros_amf.checkpoint import CheckpointError, load_checkpoint, load_state_into
+from ros_amf.runtime.outputs import palette
 
 # task -> (module, config dataclass, builder)
 _BUILDERS = {
@@ -64,9 +66,11 @@ def _num_classes(cfg: Any) -> int | None:
 def _default_class_names(task: str, count: int | None) -> list[str]:
     try:  # the data helper's label tables give real names for the Cityscapes-style classes
         labels = importlib.import_module("ros_amf.data.labels")
-        names = labels.INSTANCE_CLASS_NAMES if task == "instance" else labels.SEMANTIC_CLASS_NAMES
-        if count is None or len(names) == count:
-            return list(names)
+        tables = ([labels.CITYSCAPES_INSTANCE_NAMES] if task == "instance"
+                  else [labels.CITYSCAPES_TRAIN_NAMES, labels.CAMVID_CLASS_NAMES])
+        for names in tables:
+            if count is None or len(names) == count:
+                return list(names)
     except (ImportError, AttributeError):
         pass
     return [f"class_{i}" for i in range(count or 0)]
@@ -75,7 +79,7 @@ def _default_class_names(task: str, count: int | None) -> list[str]:
 def _small_object_ids(class_names: list[str]) -> list[int]:
     try:
         labels = importlib.import_module("ros_amf.data.labels")
-        small = set(getattr(labels, "SMALL_OBJECT_CLASS_NAMES"))
+        small = set(labels.CITYSCAPES_SMALL_CLASSES) | set(labels.CAMVID_SMALL_CLASSES)
     except (ImportError, AttributeError):
         return []
     return [i for i, name in enumerate(class_names) if name in small]
@@ -181,3 +185,19 @@ def share_backbone(instance: nn.Module, semantic: nn.Module) -> list[str]:
     bb_i.register_forward_hook(keep)
     setattr(semantic, name_s, _ReusedFeatures(store))
     return warnings
+
+
+def class_colours(class_names: list[str]) -> np.ndarray:
+    """Overlay colours: the data set's own colours when the names are a known table, else a stable palette."""
+    try:
+        labels = importlib.import_module("ros_amf.data.labels")
+        known = {tuple(labels.CITYSCAPES_TRAIN_NAMES): labels.CITYSCAPES_TRAIN_COLORS,
+                 tuple(labels.CAMVID_CLASS_NAMES): labels.CAMVID_CLASS_COLORS}
+        colours_by_name = dict(zip(labels.CITYSCAPES_TRAIN_NAMES, labels.CITYSCAPES_TRAIN_COLORS))
+        if tuple(class_names) in known:
+            return np.asarray(known[tuple(class_names)], np.uint8)
+        if class_names and all(n in colours_by_name for n in class_names):
+            return np.asarray([colours_by_name[n] for n in class_names], np.uint8)
+    except (ImportError, AttributeError):
+        pass
+    return palette(len(class_names))

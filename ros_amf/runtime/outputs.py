@@ -42,7 +42,11 @@ class FrameResult:
     error: str | None = None   # failure reason; the frame is counted, not published
 
 
-class NonFiniteOutput(RuntimeError):
+class BadModelOutput(RuntimeError):
+    """The model's output breaks the output contract (keys, shapes); the frame is failed and counted."""
+
+
+class NonFiniteOutput(BadModelOutput):
     """The model produced NaN or inf; the frame is failed and counted, the pipeline continues."""
 
 

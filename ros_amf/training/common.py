@@ -20,7 +20,7 @@ API (all plain functions/classes, no global state besides what torch.distributed
 - ``ResumableSampler(size, seed, shuffle, rank, world_size)``: an infinite, deterministic stream
   of dataset indices (a new permutation per epoch from ``seed + epoch``), sharded by rank; its
   ``state_dict()``/``load_state_dict()`` record the exact position so a resumed run sees the same
-  data order. ``sample_seed(seed, epoch, index)`` gives a per-sample augmentation seed that does
+  data order (``state_after(consumed)`` for loaders that prefetch). ``sample_seed(seed, epoch, index)`` gives a per-sample augmentation seed that does
   not depend on worker processes.
 - ``capture_rng_state()`` / ``restore_rng_state(state)``: python/numpy/torch(/cuda) RNG states.
 - ``save_training_checkpoint(path, ...)`` / ``load_training_checkpoint(path, model, ...)``:
@@ -234,6 +234,12 @@ class ResumableSampler(torch.utils.data.Sampler):
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
+
+    def state_after(self, consumed: int) -> dict[str, int]:
+        """Sampler state once ``consumed`` indices have been drawn from the start (use this, not
+        ``state_dict``, when a DataLoader prefetches: it pulls indices ahead of the training loop)."""
+        per_epoch = len(self._order(0))
+        return {"epoch": consumed // per_epoch, "position": consumed % per_epoch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])

@@ -1,0 +1,57 @@
+"""Batching samples for the models: normalise with the runtime's ImageNet statistics and pad
+bottom/right to a multiple of 32, exactly like the inference pre-processing does."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ros_amf.data.labels import IGNORE_INDEX
+from ros_amf.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+PAD_MULTIPLE = 32
+
+
+def _pad_to(value: int, multiple: int = PAD_MULTIPLE) -> int:
+    return (value + multiple - 1) // multiple * multiple
+
+
+def normalize_image(image: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 RGB -> float32 [3, H, W], (x/255 - mean) / std."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (t - mean) / std
+
+
+def collate_batch(samples: list[dict]) -> dict:
+    """Stack samples into a batch.
+
+    Returns "images" float [B,3,Hp,Wp] (padding = 0, i.e. the mean colour), "image_sizes"
+    [(h, w)] valid region per image, "image_ids"; when the samples have them: "labels" long
+    [B,Hp,Wp] with padding = 255 (ignored), "ignore_masks" bool [B,Hp,Wp] and per-image lists
+    "masks" (bool [N,Hp,Wp]), "classes" (long [N]), "boxes" (float [N,4] xyxy).
+    """
+    hp = _pad_to(max(s["image"].shape[0] for s in samples))
+    wp = _pad_to(max(s["image"].shape[1] for s in samples))
+    b = len(samples)
+    images = torch.zeros(b, 3, hp, wp)
+    batch: dict = {"images": images, "image_sizes": [], "image_ids": [s.get("image_id") for s in samples]}
+    if all("label" in s for s in samples):
+        batch["labels"] = torch.full((b, hp, wp), IGNORE_INDEX, dtype=torch.long)
+    if all("masks" in s for s in samples):
+        batch.update(masks=[], classes=[], boxes=[], ignore_masks=torch.zeros(b, hp, wp, dtype=torch.bool))
+    for i, s in enumerate(samples):
+        h, w = s["image"].shape[:2]
+        images[i, :, :h, :w] = normalize_image(s["image"])
+        batch["image_sizes"].append((h, w))
+        if "labels" in batch:
+            batch["labels"][i, :h, :w] = torch.from_numpy(s["label"].astype(np.int64))
+        if "masks" in batch:
+            masks = torch.zeros(len(s["masks"]), hp, wp, dtype=torch.bool)
+            masks[:, :h, :w] = torch.from_numpy(s["masks"])
+            batch["masks"].append(masks)
+            batch["classes"].append(torch.from_numpy(s["classes"]).long())
+            batch["boxes"].append(torch.from_numpy(s["boxes"]).float())
+            if "ignore_mask" in s:
+                batch["ignore_masks"][i, :h, :w] = torch.from_numpy(s["ignore_mask"])
+    return batch

@@ -1,0 +1,181 @@
+"""Training-time augmentation of samples (dicts from the readers), deterministic under a seed.
+
+Every transform is a callable ``t(sample, rng) -> sample`` that takes its randomness only
+from ``rng`` (a numpy Generator), and keeps the image, the instance masks, boxes, the
+ignore mask and the semantic label map consistent. Geometric transforms drop instances that
+lose all their pixels (e.g. cropped away) and recompute boxes from the masks.
+``AugmentedDataset`` seeds one generator per (seed, epoch, index), so a sample's
+augmentation does not depend on data-loader worker count or order.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ros_amf.data.targets import boxes_from_masks
+
+
+def _resize_masks(masks: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    if len(masks) == 0:
+        return np.zeros((0, size_wh[1], size_wh[0]), dtype=bool)
+    # cv2 resizes up to 512 channels at once; masks go through as HxWxN uint8
+    out = np.empty((len(masks), size_wh[1], size_wh[0]), dtype=bool)
+    for start in range(0, len(masks), 512):
+        chunk = np.ascontiguousarray(masks[start:start + 512].transpose(1, 2, 0).astype(np.uint8))
+        resized = cv2.resize(chunk, size_wh, interpolation=cv2.INTER_NEAREST_EXACT)
+        out[start:start + 512] = (resized.reshape(size_wh[1], size_wh[0], -1).transpose(2, 0, 1) > 0)
+    return out
+
+
+def _drop_empty_instances(sample: dict, min_pixels: int = 1) -> dict:
+    if "masks" not in sample:
+        return sample
+    keep = sample["masks"].reshape(len(sample["masks"]), -1).sum(axis=1) >= min_pixels
+    sample["masks"] = sample["masks"][keep]
+    sample["classes"] = sample["classes"][keep]
+    sample["boxes"] = boxes_from_masks(sample["masks"])
+    return sample
+
+
+class RandomShortSideResize:
+    """Resize so the short side is one of ``short_sides`` (chosen at random), long side capped."""
+
+    def __init__(self, short_sides=tuple(range(416, 641, 32)), max_long_side: int = 1066):
+        self.short_sides = tuple(short_sides)
+        self.max_long_side = max_long_side
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        h, w = sample["image"].shape[:2]
+        short = self.short_sides[int(rng.integers(len(self.short_sides)))]
+        scale = min(short / min(h, w), self.max_long_side / max(h, w))
+        size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+        return resize_sample(sample, size)
+
+
+def resize_sample(sample: dict, size_wh: tuple[int, int]) -> dict:
+    """Resize image (bilinear) and every label field (nearest) to ``size_wh``. Labels use
+    INTER_NEAREST_EXACT: plain INTER_NEAREST samples half a pixel off the bilinear grid."""
+    out = dict(sample)
+    if (sample["image"].shape[1], sample["image"].shape[0]) == size_wh:
+        return out
+    out["image"] = cv2.resize(sample["image"], size_wh, interpolation=cv2.INTER_LINEAR)
+    if "label" in sample:
+        out["label"] = cv2.resize(sample["label"], size_wh, interpolation=cv2.INTER_NEAREST_EXACT)
+    if "ignore_mask" in sample:
+        out["ignore_mask"] = cv2.resize(sample["ignore_mask"].astype(np.uint8), size_wh,
+                                        interpolation=cv2.INTER_NEAREST_EXACT) > 0
+    if "masks" in sample:
+        out["masks"] = _resize_masks(sample["masks"], size_wh)
+        out = _drop_empty_instances(out)
+    return out
+
+
+class RandomCrop:
+    """Crop a random window of ``size_hw`` (clipped to the image; the collate pads small images)."""
+
+    def __init__(self, size_hw: tuple[int, int]):
+        self.size_hw = size_hw
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        h, w = sample["image"].shape[:2]
+        ch, cw = min(self.size_hw[0], h), min(self.size_hw[1], w)
+        y0 = int(rng.integers(0, h - ch + 1))
+        x0 = int(rng.integers(0, w - cw + 1))
+        return crop_sample(sample, y0, x0, ch, cw)
+
+
+def crop_sample(sample: dict, y0: int, x0: int, height: int, width: int) -> dict:
+    out = dict(sample)
+    win = (slice(y0, y0 + height), slice(x0, x0 + width))
+    out["image"] = np.ascontiguousarray(sample["image"][win])
+    for key in ("label", "ignore_mask"):
+        if key in sample:
+            out[key] = np.ascontiguousarray(sample[key][win])
+    if "masks" in sample:
+        out["masks"] = np.ascontiguousarray(sample["masks"][:, win[0], win[1]])
+        out = _drop_empty_instances(out)
+    return out
+
+
+class HorizontalFlip:
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        if rng.random() >= self.p:
+            return sample
+        out = dict(sample)
+        out["image"] = np.ascontiguousarray(sample["image"][:, ::-1])
+        for key in ("label", "ignore_mask"):
+            if key in sample:
+                out[key] = np.ascontiguousarray(sample[key][:, ::-1])
+        if "masks" in sample:
+            out["masks"] = np.ascontiguousarray(sample["masks"][:, :, ::-1])
+            w = sample["image"].shape[1]
+            boxes = sample["boxes"].copy()
+            boxes[:, [0, 2]] = w - sample["boxes"][:, [2, 0]]
+            out["boxes"] = boxes
+        return out
+
+
+class PhotometricJitter:
+    """Random brightness, contrast, saturation and hue shift of the image only."""
+
+    def __init__(self, brightness: float = 0.25, contrast: float = 0.25, saturation: float = 0.25,
+                 hue_degrees: float = 8.0):
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue_degrees
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        img = sample["image"].astype(np.float32)
+        img *= rng.uniform(1 - self.brightness, 1 + self.brightness)
+        mean = img.mean()
+        img = (img - mean) * rng.uniform(1 - self.contrast, 1 + self.contrast) + mean
+        gray = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        img = (img - gray[..., None]) * rng.uniform(1 - self.saturation, 1 + self.saturation) + gray[..., None]
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        if self.hue > 0:
+            hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+            shift = int(round(rng.uniform(-self.hue, self.hue) / 2))  # OpenCV hue is 0..179 (degrees / 2)
+            hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + shift) % 180).astype(np.uint8)
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        out = dict(sample)
+        out["image"] = img
+        return out
+
+
+class Compose:
+    def __init__(self, transforms: list):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        for t in self.transforms:
+            sample = t(sample, rng)
+        return sample
+
+
+def train_transforms(short_sides=tuple(range(416, 641, 32)), max_long_side: int = 1066,
+                     crop_hw: tuple[int, int] | None = (512, 512)) -> Compose:
+    """The usual training pipeline: resize, crop, flip, colour jitter."""
+    steps = [RandomShortSideResize(short_sides, max_long_side)]
+    if crop_hw is not None:
+        steps.append(RandomCrop(crop_hw))
+    steps += [HorizontalFlip(0.5), PhotometricJitter()]
+    return Compose(steps)
+
+
+class AugmentedDataset:
+    """Wraps a reader; sample i of epoch e is augmented with the generator seeded by (seed, e, i)."""
+
+    def __init__(self, dataset, transform, seed: int = 0):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.transform(self.dataset[index], rng)

@@ -1,0 +1,95 @@
+"""SparseInst's decoder with group instance activation maps (G-IAM).
+
+Instance branch: 4 x (3x3 conv + ReLU) on [features, x, y]; a grouped 3x3 conv gives G*N
+activation maps; sigmoid, normalised over HW, used as weights to aggregate features (bmm);
+the G group features of each instance are concatenated (G*C) and mixed by Linear(G*C -> expand_dim)
++ ReLU; heads: class logits, mask kernel, objectness. Mask branch: 4 x (3x3 conv + ReLU), 1x1 to
+``kernel_dim``; masks = kernel . mask features, upsampled x2 (1/4 of the input).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ros_amf.modeling.layers import conv_norm_relu, msra_init
+
+PRIOR_BIAS = -math.log((1 - 0.01) / 0.01)  # focal-loss prior: sigmoid(bias) = 0.01
+
+
+def coordinate_features(x: torch.Tensor) -> torch.Tensor:
+    """Two channels with x and y in [-1, 1] (CoordConv)."""
+    batch, _, height, width = x.shape
+    ys = torch.linspace(-1, 1, height, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, width, device=x.device, dtype=x.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y]).expand(batch, -1, -1, -1)
+
+
+class GroupInstanceBranch(nn.Module):
+    def __init__(self, in_channels: int, channels: int, num_convs: int, num_masks: int, num_classes: int,
+                 groups: int, expand_dim: int, kernel_dim: int, norm: str = "none"):
+        super().__init__()
+        self.num_masks, self.groups = num_masks, groups
+        self.convs = nn.Sequential(*[conv_norm_relu(in_channels if i == 0 else channels, channels, 3, norm)
+                                     for i in range(num_convs)])
+        self.iam_conv = nn.Conv2d(channels, num_masks * groups, 3, padding=1, groups=groups)
+        self.fc = nn.Linear(channels * groups, expand_dim)
+        self.cls_score = nn.Linear(expand_dim, num_classes)
+        self.mask_kernel = nn.Linear(expand_dim, kernel_dim)
+        self.objectness = nn.Linear(expand_dim, 1)
+        msra_init(self.convs)
+        nn.init.normal_(self.iam_conv.weight, std=0.01)
+        nn.init.constant_(self.iam_conv.bias, PRIOR_BIAS)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.constant_(self.cls_score.bias, PRIOR_BIAS)
+        nn.init.normal_(self.mask_kernel.weight, std=0.01)
+        nn.init.zeros_(self.mask_kernel.bias)
+        nn.init.kaiming_uniform_(self.fc.weight, a=1)  # c2_xavier_fill
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.convs(features)
+        batch, channels = features.shape[:2]
+        iam = self.iam_conv(features)
+        weights = torch.sigmoid(iam).flatten(2)  # [B, G*N, HW]
+        weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-6)
+        inst = torch.bmm(weights, features.flatten(2).transpose(1, 2))  # [B, G*N, C]
+        inst = inst.reshape(batch, self.groups, self.num_masks, channels).transpose(1, 2)
+        inst = F.relu(self.fc(inst.reshape(batch, self.num_masks, self.groups * channels)))
+        return {"pred_logits": self.cls_score(inst), "pred_kernel": self.mask_kernel(inst),
+                "pred_scores": self.objectness(inst), "pred_iam": iam}
+
+
+class MaskBranch(nn.Module):
+    def __init__(self, in_channels: int, channels: int, num_convs: int, kernel_dim: int, norm: str = "none"):
+        super().__init__()
+        self.convs = nn.Sequential(*[conv_norm_relu(in_channels if i == 0 else channels, channels, 3, norm)
+                                     for i in range(num_convs)])
+        self.projection = nn.Conv2d(channels, kernel_dim, 1)
+        msra_init(self)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.convs(features))
+
+
+class GroupIAMDecoder(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 256, num_convs: int = 4,
+                 num_masks: int = 100, groups: int = 4, expand_dim: int = 1024, kernel_dim: int = 128,
+                 scale_factor: float = 2.0, norm: str = "none"):
+        super().__init__()
+        self.scale_factor = scale_factor
+        self.inst_branch = GroupInstanceBranch(in_channels + 2, channels, num_convs, num_masks, num_classes, groups,
+                                               expand_dim, kernel_dim, norm)
+        self.mask_branch = MaskBranch(in_channels + 2, channels, num_convs, kernel_dim, norm)
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = torch.cat([coordinate_features(features), features], dim=1)
+        out = self.inst_branch(features)
+        mask_features = self.mask_branch(features)
+        batch, kernel_dim, height, width = mask_features.shape
+        masks = torch.bmm(out.pop("pred_kernel"), mask_features.flatten(2)).view(batch, -1, height, width)
+        out["pred_masks"] = F.interpolate(masks, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
+        return out

@@ -1,0 +1,113 @@
+"""sensor_msgs/Image <-> numpy, and engine results -> ROS messages, without per-pixel Python.
+
+Incoming images are wrapped with ``np.frombuffer`` (zero-copy; a row-padded ``step`` becomes a strided
+view). Outgoing arrays are copied once into the message with ``array.frombytes`` — assigning a numpy
+array to ``msg.data`` element by element is the well-known slow path (rclpy#763).
+"""
+from __future__ import annotations
+
+import array
+
+import numpy as np
+from sensor_msgs.msg import Image, RegionOfInterest
+from std_msgs.msg import ColorRGBA, Header
+
+from ros_amf.runtime.outputs import InstanceOutput
+from ros_amf.runtime.preprocess import ENCODINGS
+
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+class BadImage(ValueError):
+    """An input image that cannot be used; ``reason`` is the counter key, the message says what to fix."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def image_to_array(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Image message -> (HxWxC or HxW uint8 view, encoding); raises BadImage with a counter reason."""
+    encoding = msg.encoding.lower()
+    if encoding not in ENCODINGS:
+        raise BadImage("unsupported_encoding", f"image encoding '{msg.encoding}' is not supported; publish one of "
+                                               f"{sorted(ENCODINGS)}.")
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise BadImage("zero_size", f"image is {width}x{height} pixels; the camera published an empty image.")
+    if height * width > max_pixels:
+        raise BadImage("too_large", f"image is {width}x{height} = {height * width} pixels, above max_image_pixels="
+                                    f"{max_pixels}; lower the camera resolution or raise max_image_pixels.")
+    channels = ENCODINGS[encoding][0]
+    row_bytes = width * channels
+    if step < row_bytes:
+        raise BadImage("bad_step", f"image step {step} is smaller than width*channels = {row_bytes} for "
+                                   f"{encoding}; the publisher fills 'step' wrongly.")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    # the last row need not carry its padding
+    if data.size < step * (height - 1) + row_bytes:
+        raise BadImage("truncated", f"image data has {data.size} bytes but {height} rows of step {step} need "
+                                    f"{step * height}; the message is truncated.")
+    rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
+    if channels == 1:
+        return rows, encoding
+    return rows.reshape(height, width, channels), encoding
+
+
+def _fill_data(msg: Image, array_2d: np.ndarray) -> None:
+    buffer = array.array("B")
+    buffer.frombytes(np.ascontiguousarray(array_2d).reshape(-1).view(np.uint8).data)
+    msg.data = buffer
+
+
+def array_to_image(image: np.ndarray, encoding: str, header: Header) -> Image:
+    """Contiguous copy of ``image`` into a new Image message (rgb8/mono8/mono16)."""
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(image.shape[0]), int(image.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(image.shape[1] * (image.shape[2] if image.ndim == 3 else 1) * image.itemsize)
+    if image.dtype == np.uint16 and np.little_endian is False:
+        image = image.byteswap()
+    _fill_data(msg, image)
+    return msg
+
+
+def instance_ids_image(instances: InstanceOutput, header: Header) -> Image:
+    encoding = "mono8" if instances.ids.dtype == np.uint8 else "mono16"
+    return array_to_image(instances.ids, encoding, header)
+
+
+def instances_message(instances: InstanceOutput, header: Header, ids_msg: Image | None = None):
+    """InstanceSegmentation with the index image and one Instance per detection (sorted by score)."""
+    from ros_amf_msgs.msg import Instance, InstanceSegmentation
+    msg = InstanceSegmentation()
+    msg.header = header
+    msg.instance_ids = ids_msg if ids_msg is not None else instance_ids_image(instances, header)
+    boxes = instances.boxes.tolist()
+    classes, scores, areas = instances.classes.tolist(), instances.scores.tolist(), instances.areas.tolist()
+    out = []
+    for k, ((x0, y0, x1, y1), cls, score, area) in enumerate(zip(boxes, classes, scores, areas), start=1):
+        item = Instance()
+        item.index, item.class_id, item.score, item.area = k, int(cls), float(score), int(area)
+        item.bbox = RegionOfInterest(x_offset=int(x0), y_offset=int(y0), width=int(x1 - x0 + 1),
+                                     height=int(y1 - y0 + 1), do_rectify=False)
+        out.append(item)
+    msg.instances = out
+    return msg
+
+
+def label_info_message(header: Header, model_name: str, task: str, class_names: list[str], colours: np.ndarray,
+                       small_object_ids: list[int], ignore_label: int = 255):
+    from ros_amf_msgs.msg import LabelInfo
+    msg = LabelInfo()
+    msg.header = header
+    msg.model_name, msg.task = model_name, task
+    msg.class_ids = list(range(len(class_names)))
+    msg.class_names = list(class_names)
+    msg.colors = [ColorRGBA(r=float(c[0]) / 255, g=float(c[1]) / 255, b=float(c[2]) / 255, a=1.0)
+                  for c in colours[:len(class_names)]]
+    msg.small_object_class_ids = [int(i) for i in small_object_ids]
+    msg.ignore_label = ignore_label
+    return msg

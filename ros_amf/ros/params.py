@@ -1,0 +1,90 @@
+"""Parameters of the perception nodes: one table, read by the nodes, the launcher and the tests.
+
+Each entry is (name, default, description) and says which node kinds declare it. The defaults are
+what a node uses when a parameter file leaves the key out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ros_amf.ros import topics
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: object
+    description: str
+    tasks: frozenset[str] = frozenset({"instance", "semantic"})   # declared when the node runs any of these
+
+
+_BOTH = frozenset({"instance", "semantic"})
+_INST = frozenset({"instance"})
+_SEM = frozenset({"semantic"})
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("input_topic", topics.IMAGE, "sensor_msgs/Image topic to segment (rgb8, bgr8, rgba8, bgra8, mono8)."),
+    ParamSpec("camera_info_topic", topics.CAMERA_INFO,
+              "sensor_msgs/CameraInfo topic; the info matching each output is re-published on ~/camera_info "
+              "with the output's header. Empty string = do not subscribe."),
+    ParamSpec("instance.config", "models/amf_sparseinst_r18slim.yaml",
+              "Instance model config (YAML, see models/). Relative paths are tried from the working directory, "
+              "then from the installed share/ros_amf.", _INST),
+    ParamSpec("instance.checkpoint", "",
+              "Instance checkpoint (.pt). Empty = random weights (plumbing tests only; a warning is logged).", _INST),
+    ParamSpec("semantic.config", "models/fpn_afma_r18slim.yaml", "Semantic model config (YAML, see models/).", _SEM),
+    ParamSpec("semantic.checkpoint", "",
+              "Semantic checkpoint (.pt). Empty = random weights (plumbing tests only; a warning is logged).", _SEM),
+    ParamSpec("device", "cpu", "Torch device: cpu, cuda or cuda:N."),
+    ParamSpec("precision", "fp32", "fp32 or fp16 (fp16 is meant for CUDA)."),
+    ParamSpec("channels_last", False, "Run the models in channels-last memory format (faster on recent GPUs)."),
+    ParamSpec("joint", False, "Run the instance and semantic heads on one shared backbone forward (needs "
+                              "identical backbone configs).", frozenset({"joint"})),
+    ParamSpec("input_short_side", 0, "Network input short side in pixels (multiple of 32 after padding); "
+                                     "0 = the instance model config's input_short_side, else 320."),
+    ParamSpec("input_max_long_side", 0, "Cap on the resized long side; 0 = the instance model config's "
+                                        "input_max_side, else 544."),
+    ParamSpec("score_threshold", 0.3, "Instances scoring below this are not published.", _INST),
+    ParamSpec("mask_threshold", 0.45, "Mask probability threshold of the instance masks.", _INST),
+    ParamSpec("max_instances", 100, "At most this many instances per image (highest scores first).", _INST),
+    ParamSpec("class_filter", [], "Instance class names to publish (string list); empty = all classes.", _INST),
+    ParamSpec("input_qos", "sensor_data", "QoS of the image subscription: sensor_data (best effort, depth 5) "
+                                          "or reliable (depth 10)."),
+    ParamSpec("output_qos", "sensor_data", "QoS of the result publishers: sensor_data or reliable."),
+    ParamSpec("publish_overlay", True, "Publish ~/overlay (rgb8) while someone subscribes to it."),
+    ParamSpec("overlay_alpha", 0.5, "Opacity of the colours in ~/overlay (0..1)."),
+    ParamSpec("max_image_pixels", 4096 * 4096, "Images with more pixels are rejected (counted as too_large)."),
+    ParamSpec("input_timeout_s", 2.0, "Diagnostics warn when no image arrived for this long."),
+    ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics and ~/stats."),
+    ParamSpec("torch_threads", 0, "Torch intra-op threads for the models; 0 = torch's default."),
+)
+
+
+def specs_for(tasks: tuple[str, ...], joint_capable: bool) -> list[ParamSpec]:
+    wanted = set(tasks) | ({"joint"} if joint_capable else set())
+    return [p for p in PARAMETERS if p.tasks & wanted]
+
+
+def resolve_path(value: str) -> str:
+    """A relative model path: from the working directory, else from the installed package share."""
+    if not value:
+        return value
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return str(path)
+    for base in _share_dirs():
+        candidate = base / path
+        if candidate.exists():
+            return str(candidate)
+    return str(path)
+
+
+def _share_dirs() -> list[Path]:
+    dirs = [Path(__file__).resolve().parents[2]]          # a source checkout
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        dirs.append(Path(get_package_share_directory("ros_amf")))
+    except Exception:  # not installed as a ROS package: the checkout is enough
+        pass
+    return dirs

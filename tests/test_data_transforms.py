@@ -1,0 +1,112 @@
+"""Augmentations keep image, masks, boxes and label maps consistent and are seed-deterministic."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from ros_amf.data.collate import collate_batch
+from ros_amf.data.targets import boxes_from_masks
+from ros_amf.data.transforms import (AugmentedDataset, HorizontalFlip, RandomCrop, RandomShortSideResize,
+                                     train_transforms)
+from ros_amf.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+
+def _sample(h=60, w=80):
+    """An image whose colour encodes the instance/label so consistency can be checked after warping."""
+    image = np.zeros((h, w, 3), dtype=np.uint8)
+    label = np.zeros((h, w), dtype=np.uint8)
+    masks = np.zeros((3, h, w), dtype=bool)
+    masks[0, 5:25, 5:30] = True
+    masks[1, 30:55, 40:75] = True
+    masks[2, 2:6, 70:78] = True  # small one in the top-right corner
+    for k, m in enumerate(masks):
+        image[m] = (50 * (k + 1), 0, 0)
+        label[m] = k + 1
+    ignore = np.zeros((h, w), dtype=bool)
+    ignore[40:50, 0:10] = True
+    return {"image": image, "label": label, "masks": masks, "classes": np.array([4, 5, 6]),
+            "boxes": boxes_from_masks(masks), "ignore_mask": ignore, "image_id": 1}
+
+
+def _assert_consistent(s, exact_image=True):
+    assert s["masks"].shape[1:] == s["image"].shape[:2] == s["label"].shape == s["ignore_mask"].shape
+    assert np.array_equal(s["boxes"], boxes_from_masks(s["masks"]))
+    assert len(s["classes"]) == len(s["masks"])
+    for m, c in zip(s["masks"], s["classes"]):
+        k = int(c) - 4
+        assert m.any()
+        assert (s["label"][m] == k + 1).all()
+        if exact_image:
+            assert (s["image"][m][:, 0] == 50 * (k + 1)).all()
+        else:  # bilinear image: mask interiors keep the colour, edges blend
+            inner = cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+            assert inner.any() and (s["image"][inner][:, 0] == 50 * (k + 1)).all()
+
+
+def test_flip_moves_masks_boxes_labels_and_image_together():
+    s = HorizontalFlip(p=1.0)(_sample(), np.random.default_rng(0))
+    _assert_consistent(s)
+    assert s["boxes"][0].tolist() == [80 - 30, 5, 80 - 5, 25]
+    assert s["ignore_mask"][40:50, 70:80].all()
+
+
+def test_resize_keeps_targets_aligned_and_respects_short_side_and_cap():
+    s = RandomShortSideResize(short_sides=(120,), max_long_side=150)(_sample(), np.random.default_rng(0))
+    assert s["image"].shape[:2] == (112, 150)  # short side 120 would make the long side 160 > cap
+    _assert_consistent(s, exact_image=False)
+
+
+def test_crop_removes_instances_cropped_away():
+    s = RandomCrop((30, 40))(_sample(), np.random.default_rng(1))
+    _assert_consistent(s)
+    assert s["image"].shape[:2] == (30, 40)
+    assert len(s["masks"]) < 3
+
+
+def test_training_pipeline_is_deterministic_under_a_seed_and_varies_with_it():
+    t = train_transforms(short_sides=(64, 96, 128), max_long_side=200, crop_hw=(64, 64))
+    a = AugmentedDataset([_sample()], t, seed=5)[0]
+    b = AugmentedDataset([_sample()], t, seed=5)[0]
+    assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["masks"], b["masks"])
+    outs = {AugmentedDataset([_sample()], t, seed=s)[0]["image"].tobytes() for s in range(6)}
+    assert len(outs) > 1
+    ds = AugmentedDataset([_sample()], t, seed=5)
+    ds.set_epoch(1)
+    assert not np.array_equal(ds[0]["image"], a["image"])
+
+
+def test_photometric_jitter_changes_only_the_image():
+    t = train_transforms(short_sides=(60,), max_long_side=80, crop_hw=None)
+    ref = _sample()
+    s = t(_sample(), np.random.default_rng(3))
+    assert np.array_equal(s["label"], ref["label"]) or np.array_equal(s["label"], ref["label"][:, ::-1])
+    assert s["masks"].sum() == ref["masks"].sum()
+
+
+def test_collate_pads_to_multiples_of_32_and_normalises_like_the_runtime():
+    a, b = _sample(60, 80), _sample(40, 100)
+    a["image"][0, 0] = (255, 128, 0)
+    batch = collate_batch([a, b])
+    assert batch["images"].shape == (2, 3, 64, 128)
+    assert batch["image_sizes"] == [(60, 80), (40, 100)]
+    expected = (torch.tensor([1.0, 128 / 255, 0.0]) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(batch["images"][0, :, 0, 0], expected, atol=1e-6)
+    assert (batch["images"][0, :, 60:, :] == 0).all()
+    assert (batch["labels"][1, 40:, :] == 255).all() and (batch["labels"][0, :60, :80].numpy() == a["label"]).all()
+    assert batch["masks"][1].shape == (3, 64, 128) and batch["masks"][1][:, 40:].sum() == 0
+    assert batch["classes"][0].dtype == torch.long and batch["boxes"][0].shape == (3, 4)
+    assert batch["ignore_masks"][0, 40:50, 0:10].all()
+
+
+def test_semantic_only_samples_collate_without_instance_fields():
+    s = _sample()
+    for key in ("masks", "classes", "boxes", "ignore_mask"):
+        s.pop(key)
+    batch = collate_batch([s])
+    assert "masks" not in batch and batch["labels"].shape == (1, 64, 96)
+
+
+@pytest.mark.parametrize("p", [0.0])
+def test_flip_with_probability_zero_is_identity(p):
+    s = HorizontalFlip(p)(_sample(), np.random.default_rng(0))
+    assert np.array_equal(s["image"], _sample()["image"])

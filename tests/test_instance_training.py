@@ -1,0 +1,120 @@
+"""End-to-end: a tiny SparseInst overfits a handful of synthetic images (real reader, loop, COCO AP),
+and a training run killed mid-way resumes with exactly the same loss curve."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ros_amf.evaluation.eval_instance import evaluate_model
+from ros_amf.modeling.instance import InstanceModelConfig
+from ros_amf.runtime.preprocess import InputSize
+from ros_amf.training.train_instance import TrainConfig, open_dataset, train
+
+TINY_MODEL = dict(backbone_depth=18, backbone_width=8, encoder_channels=32, decoder_channels=32, decoder_convs=2,
+                  num_masks=10, expand_dim=64, kernel_dim=16, head_norm="gn", context="simam_aspp",
+                  lite_bifpn=True, fem=True, aspp_dropout=0.0)
+
+
+def write_shapes_dataset(root: Path, images: int = 4, size: int = 64, seed: int = 0) -> Path:
+    """COCO-layout set of noisy images with squares (class 'box') and discs (class 'disc')."""
+    rng = np.random.default_rng(seed)
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "box"}, {"id": 2, "name": "disc"}]}
+    for image_id in range(1, images + 1):
+        image = rng.integers(60, 120, (size, size, 3), dtype=np.uint8)
+        for k in range(2):
+            mask = np.zeros((size, size), np.uint8)
+            cx, cy = (16 + 32 * k) + rng.integers(-4, 5), rng.integers(18, size - 18)
+            radius = int(rng.integers(8, 13))
+            category = int(rng.integers(1, 3))
+            if category == 1:
+                cv2.rectangle(mask, (int(cx - radius), int(cy - radius)), (int(cx + radius), int(cy + radius)), 1, -1)
+            else:
+                cv2.circle(mask, (int(cx), int(cy)), radius, 1, -1)
+            image[mask > 0] = (230, 60, 40) if category == 1 else (40, 200, 230)
+            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            polygon = [float(v) for point in contours[0][:, 0] for v in point]
+            x, y, w, h = cv2.boundingRect(mask)
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
+                                        "category_id": category, "segmentation": [polygon], "iscrowd": 0,
+                                        "area": float(mask.sum()), "bbox": [x, y, w, h]})
+        name = f"{image_id:04d}.png"
+        cv2.imwrite(str(root / "images" / "train" / name), image[:, :, ::-1])
+        coco["images"].append({"id": image_id, "file_name": name, "height": size, "width": size})
+    (root / "annotations" / "instances_train.json").write_text(json.dumps(coco))
+    return root
+
+
+def test_tiny_model_overfits_synthetic_images_to_high_ap(tmp_path):
+    torch.set_num_threads(1)  # more threads only contend on a shared 2-core machine
+    root = write_shapes_dataset(tmp_path / "shapes")
+    dataset, class_names = open_dataset("coco", str(root), "train")
+    cfg = TrainConfig(lr=3e-3, batch_size=4, max_iters=60, warmup_iters=20, milestones=(50,), min_sizes=(64,),
+                      max_size=64, hflip=False, checkpoint_every=1000, log_every=10, workers=0, seed=0)
+    result = train(InstanceModelConfig(**TINY_MODEL), cfg, dataset, class_names, tmp_path / "run", device="cpu",
+                   progress=False)
+    report = evaluate_model(result["model"], class_names, root / "annotations" / "instances_train.json",
+                            root / "images" / "train", InputSize(64, 64))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+    assert report["metrics"]["AP50"] >= 0.9, report["metrics"]
+    assert report["metrics"]["AP"] >= 0.5, report["metrics"]
+
+
+def _train_command(config: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ros_amf.cli", "train", "instance", "--config", str(config), "--data", str(data),
+            "--out", str(out), "--device", "cpu", "--threads", "1", "--no-progress", "--val-split", "", *extra]
+
+
+def _losses(run: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    keys = ("loss", "loss_cls", "loss_dice", "loss_mask", "loss_obj", "lr", "short_side")
+    return {row["iter"]: {k: row[k] for k in keys} for row in rows}
+
+
+def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
+    root = write_shapes_dataset(tmp_path / "shapes", images=6)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": dict(TINY_MODEL, aspp_dropout=0.1),  # dropout on: the restored RNG state matters
+        "train": {"lr": 2e-3, "batch_size": 2, "max_iters": 14, "warmup_iters": 4, "milestones": [10],
+                  "min_sizes": [64, 96], "max_size": 96, "checkpoint_every": 3, "log_every": 1, "workers": 1}}))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(_train_command(config, root, tmp_path / "full"), check=True, env=env, capture_output=True)
+    killed = subprocess.Popen(_train_command(config, root, tmp_path / "killed"), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    # row 7 is logged after the checkpoint of iteration 6 was written
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 7):
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert max(_losses(tmp_path / "killed")) < 14, "the run finished before it could be killed"
+    subprocess.run(_train_command(config, root, tmp_path / "killed", "--resume"), check=True, env=env,
+                   capture_output=True)
+    full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "killed")
+    assert sorted(resumed) == list(range(1, 15))
+    for iteration in range(1, 15):
+        for key, value in full[iteration].items():
+            assert resumed[iteration][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (iteration, key)
+
+
+def test_resume_without_checkpoint_says_what_to_do(tmp_path, capsys):
+    from ros_amf.training.train_instance import main
+    root = write_shapes_dataset(tmp_path / "shapes", images=2)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"max_iters": 2, "workers": 0}}))
+    code = main(["--config", str(config), "--data", str(root), "--out", str(tmp_path / "none"), "--resume",
+                 "--no-progress", "--device", "cpu"])
+    assert code == 2 and "does not exist" in capsys.readouterr().err

@@ -1,0 +1,141 @@
+"""Launch files, parameter files, the rviz config and `ros-amf run` agree with the nodes' parameters.
+
+`launch`/`launch_ros` are not installable here, so the launch files are read with ast: every Node they
+start must be one `ros-amf run --params <same yaml>` starts, and every key of the parameter files must
+be a parameter that node declares, with the declared type.
+"""
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ros_amf.ros import launcher, topics
+from ros_amf.ros.naive_node import NaivePerceptionNode
+from ros_amf.ros.node import NODE_CLASSES
+from ros_amf.ros.params import specs_for
+from runtime_helpers import TINY_INSTANCE, TINY_SEMANTIC
+
+LAUNCH = Path(__file__).resolve().parents[1] / "launch"
+LAUNCH_FILES = sorted(LAUNCH.glob("*.launch.py"))
+CLASSES = {**NODE_CLASSES, "naive": NaivePerceptionNode}
+
+
+def _const(node, names):
+    if isinstance(node, ast.Constant):
+        return [node.value]
+    if isinstance(node, ast.Name) and node.id in names:
+        return names[node.id]
+    return [None]
+
+
+def launched_nodes(path: Path) -> tuple[set[tuple[str, str, str]], str]:
+    """(namespace, name, executable) of the ros_amf Nodes in a launch file, and its default params file."""
+    tree = ast.parse(path.read_text())
+    constants = {t.id: ast.literal_eval(a.value) for a in tree.body if isinstance(a, ast.Assign)
+                 for t in a.targets if isinstance(t, ast.Name) and isinstance(a.value, (ast.List, ast.Tuple))}
+    loop_vars = {}
+    for comp in ast.walk(tree):
+        if isinstance(comp, ast.ListComp):
+            for gen in comp.generators:
+                if isinstance(gen.iter, ast.Name) and gen.iter.id in constants:
+                    loop_vars[gen.target.id] = constants[gen.iter.id]
+    nodes, params_file = set(), None
+    for call in ast.walk(tree):
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
+            continue
+        kwargs = {k.arg: k.value for k in call.keywords}
+        if call.func.id == "Node" and _const(kwargs["package"], {}) == ["ros_amf"]:
+            for ns in _const(kwargs.get("namespace", ast.Constant("")), loop_vars):
+                nodes.add(("/" + ns.strip("/"), _const(kwargs["name"], {})[0], _const(kwargs["executable"], {})[0]))
+        if call.func.id == "DeclareLaunchArgument" and _const(call.args[0], {}) == ["params_file"]:
+            params_file = next(n.value for n in ast.walk(kwargs["default_value"])
+                               if isinstance(n, ast.Constant) and str(n.value).endswith(".yaml"))
+    return nodes, params_file
+
+
+def test_there_is_a_launch_file_for_one_camera_several_cameras_and_replay():
+    assert {p.name for p in LAUNCH_FILES} >= {"perception.launch.py", "multi_camera.launch.py", "replay.launch.py"}
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_and_ros_amf_run_start_the_same_nodes(launch_file):
+    nodes, params_file = launched_nodes(launch_file)
+    assert nodes and params_file and (LAUNCH / params_file).is_file()
+    planned = launcher.plan(LAUNCH / params_file)
+    assert {(p.namespace, p.name) for p in planned} == {(ns, name) for ns, name, _ in nodes}
+    kinds = {(p.namespace, p.name): p.kind for p in planned}
+    for ns, name, executable in nodes:
+        assert launcher.EXECUTABLES[executable] == kinds[(ns, name)]
+
+
+@pytest.mark.parametrize("params_file", sorted(LAUNCH.glob("*.yaml")), ids=lambda p: p.name)
+def test_parameter_files_only_set_declared_parameters_with_their_types(params_file):
+    for planned in launcher.plan(params_file):
+        node_class = CLASSES[planned.kind]
+        declared = {s.name: s for s in specs_for(node_class.TASKS, joint_capable=len(node_class.TASKS) == 2)}
+        for key, value in planned.parameters.items():
+            assert key in declared, f"{params_file.name}: {planned.name} does not declare '{key}'"
+            assert type(value) is type(declared[key].default), f"{params_file.name}: '{key}' has the wrong type"
+
+
+def test_every_executable_has_an_entry_point_function():
+    import importlib
+    for executable, target in launcher.ENTRY_POINTS.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)) and executable in launcher.EXECUTABLES
+
+
+def test_rviz_config_shows_camera_overlay_and_label_map():
+    config = yaml.safe_load((LAUNCH / "ros_amf.rviz").read_text())
+    shown = {d["Topic"]["Value"] for d in config["Visualization Manager"]["Displays"]}
+    base = "/" + topics.NODE_PERCEPTION
+    assert shown == {topics.IMAGE, base + topics.OVERLAY[1:], base + topics.LABELS[1:]}
+
+
+def test_parameter_file_without_parameters_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ros_amf_perception:\n  input_topic: /x\n")
+    with pytest.raises(launcher.LaunchError, match="ros__parameters"):
+        launcher.plan(bad)
+
+
+def _tiny_params(tmp_path, body: str) -> Path:
+    (tmp_path / "inst.yaml").write_text(yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v
+                                                        for k, v in TINY_INSTANCE.items()}))
+    (tmp_path / "sem.yaml").write_text(yaml.safe_dump(TINY_SEMANTIC))
+    path = tmp_path / "graph.yaml"
+    path.write_text(body.format(inst=tmp_path / "inst.yaml", sem=tmp_path / "sem.yaml"))
+    return path
+
+
+def test_ros_amf_run_starts_every_node_of_a_multi_camera_file(ros_context, tmp_path):
+    params = _tiny_params(tmp_path, """
+/**:
+  ros__parameters:
+    instance: {{config: {inst}}}
+    semantic: {{config: {sem}}}
+/cam_a/ros_amf_perception:
+  ros__parameters: {{input_topic: /cam_a/image_raw}}
+/cam_b/ros_amf_semantic:
+  ros__parameters: {{input_topic: /cam_b/image_raw}}
+""")
+    nodes = launcher.start(launcher.plan(params), ros_context)
+    try:
+        assert sorted(n.get_fully_qualified_name() for n in nodes) == ["/cam_a/ros_amf_perception",
+                                                                       "/cam_b/ros_amf_semantic"]
+        assert nodes[0].get_parameter("input_topic").value == "/cam_a/image_raw"
+        assert type(nodes[1]).__name__ == "SemanticSegmentationNode"
+    finally:
+        for node in nodes:
+            node.destroy_node()
+
+
+def test_ros_amf_run_reports_a_missing_checkpoint_and_exits(tmp_path, capsys):
+    params = _tiny_params(tmp_path, """
+ros_amf_semantic:
+  ros__parameters:
+    semantic: {{config: {sem}, checkpoint: /nonexistent/model.pt}}
+""")
+    assert launcher.main(["--params", str(params), "--duration", "0.1"]) == 1
+    assert "does not exist" in capsys.readouterr().err

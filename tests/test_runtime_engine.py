@@ -1,0 +1,178 @@
+"""The engine's stages, its pipelined and synchronous modes, overload and fault handling."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ros_amf.runtime.engine import Engine, EngineConfig, LatestSlot
+from ros_amf.runtime.outputs import instance_tensors, overlay, semantic_labels
+from ros_amf.runtime.preprocess import InputSize, plan_geometry
+from runtime_helpers import (ScriptedInstanceModel, ScriptedSemanticModel, scripted, tiny_instance,
+                             tiny_semantic)
+
+SIZE = InputSize(64, 96)
+
+
+def _image(h=64, w=96, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_higher_score_owns_overlapping_pixels_and_boxes_are_tight():
+    masks = torch.zeros(2, 10, 12, dtype=torch.bool)
+    masks[0, 2:6, 2:8] = True      # low score
+    masks[1, 4:9, 5:11] = True     # high score, overlaps the first
+    ids, classes, scores, boxes, areas, _ = instance_tensors(masks, torch.tensor([0.4, 0.9]), torch.tensor([1, 2]))
+    assert scores.tolist() == pytest.approx([0.9, 0.4]) and classes.tolist() == [2, 1]
+    assert ids[5, 6] == 1 and ids[2, 2] == 2 and ids[0, 0] == 0
+    assert boxes.tolist() == [[5, 4, 10, 8], [2, 2, 7, 5]]
+    assert areas.tolist() == [30, 24]
+
+
+def test_class_filter_keeps_only_named_classes():
+    masks = torch.ones(3, 4, 4, dtype=torch.bool)
+    _, classes, *_ = instance_tensors(masks, torch.tensor([0.5, 0.6, 0.7]), torch.tensor([0, 1, 2]),
+                                      class_filter=torch.tensor([0, 2]))
+    assert sorted(classes.tolist()) == [0, 2]
+
+
+def test_semantic_labels_come_back_at_the_original_size():
+    geometry = plan_geometry(30, 45, InputSize(64, 96))         # resized 64x96, no padding
+    logits = torch.zeros(1, 2, 64, 96)
+    logits[0, 1, :, 48:] = 1.0
+    labels = semantic_labels(logits, geometry)
+    assert labels.shape == (30, 45) and labels.dtype == torch.uint8
+    assert labels[:, :22].max() == 0 and labels[:, 23:].min() == 1
+
+
+def test_known_masks_give_boxes_and_ids_at_input_resolution():
+    model = ScriptedInstanceModel(boxes=[(8, 8, 40, 32), (48, 16, 88, 56)], classes=[0, 2], scores=[0.9, 0.7])
+    engine = Engine(EngineConfig(input_size=SIZE), instance=scripted("instance", model))
+    image = _image(128, 192)   # twice the network size: outputs must be scaled back up
+    result = engine.process(image, "rgb8")
+    assert result.error is None
+    inst = result.instances
+    assert inst.ids.shape == (128, 192) and inst.ids.dtype == np.uint8
+    assert inst.classes.tolist() == [0, 2]
+    assert inst.scores[0] > inst.scores[1] > 0.5
+    np.testing.assert_allclose(inst.boxes[0], [16, 16, 79, 63], atol=3)
+    np.testing.assert_allclose(inst.boxes[1], [96, 32, 175, 111], atol=3)
+    assert engine.stats.frames_out == 1
+
+
+def test_device_path_without_streams_matches_the_cpu_path():
+    inst, sem = tiny_instance(), tiny_semantic()
+    cpu = Engine(EngineConfig(input_size=SIZE, score_threshold=0.0), inst, sem)
+    device = Engine(EngineConfig(input_size=SIZE, score_threshold=0.0, device_path=True), inst, sem)
+    assert device.streams.copy is None and device.device_path
+    image = _image(100, 150)
+    a, b = cpu.process(image, "bgr8"), device.process(image, "bgr8")
+    assert a.error is None and b.error is None
+    assert (a.semantic.labels == b.semantic.labels).mean() > 0.97
+    assert len(a.instances.scores) == len(b.instances.scores)
+    np.testing.assert_allclose(a.instances.scores, b.instances.scores, atol=0.02)
+
+
+def test_pipelined_results_equal_synchronous_results():
+    inst, sem = tiny_instance(), tiny_semantic()
+    config = EngineConfig(input_size=SIZE, score_threshold=0.0, lossless=True)
+    sync = Engine(config, inst, sem)
+    expected = [sync.process(_image(seed=i), "rgb8") for i in range(4)]
+    got = []
+    engine = Engine(config, inst, sem, on_result=got.append)
+    engine.start()
+    try:
+        for i in range(4):
+            engine.submit(_image(seed=i), "rgb8", tag=i)
+        assert engine.wait_idle(60)
+    finally:
+        engine.stop()
+    assert [r.tag for r in got] == [0, 1, 2, 3]
+    for want, have in zip(expected, got):
+        assert np.array_equal(want.semantic.labels, have.semantic.labels)
+        assert np.array_equal(want.instances.ids, have.instances.ids)
+    assert engine.stats.frames_out == 4 and engine.stats.frames_dropped == 0
+
+
+def test_overload_drops_oldest_frames_counts_them_and_stays_bounded():
+    slow = ScriptedInstanceModel(boxes=[(8, 8, 40, 32)], classes=[0], scores=[0.9], delay_s=0.05)
+    engine = Engine(EngineConfig(input_size=SIZE), instance=scripted("instance", slow))
+    engine.start()
+    peak = 0
+    try:
+        for i in range(40):
+            engine.submit(_image(seed=i % 3), "rgb8", tag=i)
+            peak = max(peak, engine.in_flight)
+            time.sleep(0.002)
+        assert engine.wait_idle(30)
+    finally:
+        engine.stop()
+    stats = engine.stats
+    assert stats.frames_dropped > 0
+    assert stats.frames_in == stats.frames_out + stats.frames_dropped == 40
+    assert peak <= 1 + 3 * 1 + 2   # input slot + one per stage + one per inter-stage queue
+
+
+def test_latest_slot_evicts_the_oldest_frame():
+    slot = LatestSlot(2)
+    assert slot.put("a") is None and slot.put("b") is None
+    assert slot.put("c") == "a"
+    assert slot.get(0.01) == "b" and slot.get(0.01) == "c" and slot.get(0.01) is None
+
+
+def test_nan_from_the_model_fails_the_frame_and_the_pipeline_goes_on():
+    failures = []
+    engine = Engine(EngineConfig(input_size=SIZE), semantic=scripted("semantic", ScriptedSemanticModel(nan=True)),
+                    on_error=failures.append)
+    result = engine.process(_image(), "rgb8")
+    assert result.error and "NaN" in result.error
+    assert engine.stats.failed["non_finite_output"] == 1 and engine.stats.frames_out == 0
+    engine.models["semantic"].module.nan = False
+    assert engine.process(_image(), "rgb8").error is None
+    assert engine.stats.frames_out == 1 and len(failures) == 1
+
+
+def test_garbage_model_output_is_counted_not_raised():
+    class Garbage(torch.nn.Module):
+        def forward(self, x):
+            return {"pred_logits": torch.zeros(1, 2, 3)}    # contract broken: keys missing
+    engine = Engine(EngineConfig(input_size=SIZE), instance=scripted("instance", Garbage()))
+    result = engine.process(_image(), "rgb8")
+    assert "pred_masks" in result.error and engine.stats.failed["bad_model_output"] == 1
+
+
+def test_joint_mode_runs_the_backbone_once_and_matches_separate_models_with_shared_weights():
+    inst, sem = tiny_instance(seed=1), tiny_semantic(seed=2)
+    sem.module.encoder.load_state_dict(inst.module.backbone.state_dict())
+    separate = Engine(EngineConfig(input_size=SIZE, score_threshold=0.0), inst, sem).process(_image(), "rgb8")
+    inst2, sem2 = tiny_instance(seed=1), tiny_semantic(seed=2)
+    sem2.module.encoder.load_state_dict(inst2.module.backbone.state_dict())
+    calls = []
+    inst2.module.backbone.register_forward_hook(lambda *a: calls.append(1))
+    engine = Engine(EngineConfig(input_size=SIZE, score_threshold=0.0, joint=True), inst2, sem2)
+    assert engine.warnings == []
+    joint = engine.process(_image(), "rgb8")
+    assert len(calls) == 1
+    assert np.array_equal(joint.semantic.labels, separate.semantic.labels)
+    assert np.array_equal(joint.instances.ids, separate.instances.ids)
+
+
+def test_joint_mode_refuses_backbones_that_differ():
+    with pytest.raises(ValueError, match="identical backbones"):
+        Engine(EngineConfig(input_size=SIZE, joint=True), tiny_instance(), tiny_semantic(encoder_width=16))
+
+
+def test_fp16_and_channels_last_options_run_the_same_stages():
+    engine = Engine(EngineConfig(input_size=SIZE, precision="fp16", channels_last=True, device_path=True),
+                    semantic=scripted("semantic", ScriptedSemanticModel()))
+    result = engine.process(_image(), "rgb8")
+    assert result.error is None
+    assert result.semantic.labels[:, :20].max() == 0 and result.semantic.labels[:, -20:].min() == 2
+
+
+def test_overlay_colours_instances_and_outlines_them():
+    image = np.zeros((10, 10, 3), np.uint8)
+    ids = np.zeros((10, 10), np.uint8)
+    ids[2:6, 2:6] = 1
+    out = overlay(image, None, ids, np.zeros((1, 3), np.uint8), np.array([[200, 100, 50]], np.uint8), alpha=0.5)
+    assert out[3, 3].tolist() == [100, 50, 25] and out[8, 8].tolist() == [0, 0, 0]
