@@ -14,7 +14,10 @@ import pytest
 import torch
 import yaml
 
+from ros_amf.checkpoint import save_checkpoint
+from ros_amf.config import to_dict
 from ros_amf.evaluation.eval_instance import evaluate_model
+from ros_amf.evaluation.eval_instance import main as eval_main
 from ros_amf.modeling.instance import InstanceModelConfig
 from ros_amf.runtime.preprocess import InputSize
 from ros_amf.training.train_instance import TrainConfig, open_dataset, train
@@ -69,6 +72,15 @@ def test_tiny_model_overfits_synthetic_images_to_high_ap(tmp_path):
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
     assert report["metrics"]["AP50"] >= 0.9, report["metrics"]
     assert report["metrics"]["AP"] >= 0.5, report["metrics"]
+    # the same model through the shipped format (fp16 checkpoint) and the `ros-amf eval instance` command
+    save_checkpoint(tmp_path / "tiny.pt", task="instance", model_config=to_dict(result["model_config"]),
+                    class_names=class_names, state_dict=result["model"].state_dict(), half=True)
+    code = eval_main(["--checkpoint", str(tmp_path / "tiny.pt"), "--data", str(root), "--split", "train",
+                      "--short-side", "64", "--max-side", "64", "--device", "cpu", "--out", str(tmp_path / "eval")])
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert code == 0 and written["images"] == 4 and written["latency_ms_mean"] > 0
+    assert written["metrics"]["AP50"] >= 0.9
+    assert json.loads((tmp_path / "eval" / "results_segm.json").read_text())[0]["segmentation"]["counts"]
 
 
 def _train_command(config: Path, data: Path, out: Path, *extra: str) -> list[str]:

@@ -50,6 +50,8 @@ def test_foreign_bag_replays_without_conversion(tmp_path, semantic_graph, storag
     assert metrics["frames_sent"] == FRAMES - 1 and metrics["frames_received"] == FRAMES - 1
     assert metrics["dropped_seq"] == [] and metrics["unmatched_outputs"] == {"/ros_amf_semantic/labels": 0}
     assert metrics["latency_ms"]["p50"] > 0
+    where = metrics["where_lost"]  # from the node's ~/stats counters, warm-up frame included
+    assert (where["sent"], where["node_received"], where["published_by_node"], where["received"]) == (FRAMES,) * 4
     assert report["metadata"]["bag"]["encoding"] == ("bgr8" if compressed else "rgb8")
     assert graph["idle_baseline"]["rss_mib_max"] > 50
     assert graph["runs"][0]["resources"]["samples"] >= 1

@@ -75,7 +75,7 @@ def test_device_path_without_streams_matches_the_cpu_path():
 
 def test_pipelined_results_equal_synchronous_results():
     inst, sem = tiny_instance(), tiny_semantic()
-    config = EngineConfig(input_size=SIZE, score_threshold=0.0, lossless=True)
+    config = EngineConfig(input_size=SIZE, score_threshold=0.0, lossless=True, inference_workers=2)
     sync = Engine(config, inst, sem)
     expected = [sync.process(_image(seed=i), "rgb8") for i in range(4)]
     got = []
@@ -87,7 +87,7 @@ def test_pipelined_results_equal_synchronous_results():
         assert engine.wait_idle(60)
     finally:
         engine.stop()
-    assert [r.tag for r in got] == [0, 1, 2, 3]
+    assert [r.tag for r in got] == [0, 1, 2, 3]   # two inference workers, outputs still in frame order
     for want, have in zip(expected, got):
         assert np.array_equal(want.semantic.labels, have.semantic.labels)
         assert np.array_equal(want.instances.ids, have.instances.ids)
@@ -110,7 +110,8 @@ def test_overload_drops_oldest_frames_counts_them_and_stays_bounded():
     stats = engine.stats
     assert stats.frames_dropped > 0
     assert stats.frames_in == stats.frames_out + stats.frames_dropped == 40
-    assert peak <= 1 + 3 * 1 + 2   # input slot + one per stage + one per inter-stage queue
+    # input slot, preprocessing, hand-over slot, frames between inference and post (workers + queue), post
+    assert peak <= 1 + 1 + 1 + (engine.inference_workers + 1) + 1
 
 
 def test_latest_slot_evicts_the_oldest_frame():
@@ -176,3 +177,41 @@ def test_overlay_colours_instances_and_outlines_them():
     ids[2:6, 2:6] = 1
     out = overlay(image, None, ids, np.zeros((1, 3), np.uint8), np.array([[200, 100, 50]], np.uint8), alpha=0.5)
     assert out[3, 3].tolist() == [100, 50, 25] and out[8, 8].tolist() == [0, 0, 0]
+
+
+def test_lossless_mode_processes_every_frame_without_drops():
+    slow = ScriptedInstanceModel(boxes=[(8, 8, 40, 32)], classes=[0], scores=[0.9], delay_s=0.02)
+    got = []
+    engine = Engine(EngineConfig(input_size=SIZE, lossless=True, inference_workers=2),
+                    instance=scripted("instance", slow), on_result=got.append)
+    engine.start()
+    try:
+        for i in range(12):
+            engine.submit(_image(), "rgb8", tag=i)
+        assert engine.wait_idle(30)
+    finally:
+        engine.stop()
+    assert [r.tag for r in got] == list(range(12)) and engine.stats.frames_dropped == 0
+
+
+def test_a_failing_inference_worker_frame_is_counted_and_order_is_kept():
+    class FailsOnce(ScriptedInstanceModel):
+        calls = 0
+
+        def forward(self, images):
+            FailsOnce.calls += 1
+            if FailsOnce.calls == 3:
+                raise RuntimeError("boom")
+            return super().forward(images)
+    got = []
+    engine = Engine(EngineConfig(input_size=SIZE, lossless=True, inference_workers=2),
+                    instance=scripted("instance", FailsOnce([(8, 8, 40, 32)], [0], [0.9])), on_result=got.append)
+    engine.start()
+    try:
+        for i in range(6):
+            engine.submit(_image(), "rgb8", tag=i)
+        assert engine.wait_idle(30)
+    finally:
+        engine.stop()
+    tags = [r.tag for r in got]
+    assert len(tags) == 5 and tags == sorted(tags) and engine.stats.failed["inference_error"] == 1

@@ -27,6 +27,7 @@ class GraphSpec:
 class BenchmarkOptions:
     input_topic: str
     plan: ReplayPlan
+    qos: str = "reliable"
     repeat: int = 1
     peak: bool = False
     fixed_rates: tuple[float, ...] = (10.0, 30.0, 60.0)
@@ -61,7 +62,7 @@ def run_graph(spec: GraphSpec, frames: Sequence[BagImage], options: BenchmarkOpt
         spec.process.start()
         log(f"[{spec.name}] started (pid {spec.process.pid}), log {spec.process.log_path}")
     pid = spec.process.pid if spec.process else spec.pid
-    replayer = ReplayNode(options.input_topic, spec.output_topics)
+    replayer = ReplayNode(options.input_topic, spec.output_topics, qos=options.qos)
     try:
         started = time.monotonic()
         types = replayer.wait_for_graph(options.start_timeout_s, spec.process)
@@ -72,11 +73,15 @@ def run_graph(spec: GraphSpec, frames: Sequence[BagImage], options: BenchmarkOpt
             result["notes"].append("no graph pid given (--graph-pid): CPU/RSS not measured")
 
         replayer.connect(types)
+        has_stats = replayer.watch_stats(spec.output_topics[0].rsplit("/", 1)[0] + "/stats")
+        if not has_stats:
+            result["notes"].append("the graph publishes no ~/stats: transport losses and node drops not separated")
         first_stamp = min(stamps)
         next_offset = [0]  # the first run publishes the bag's own stamps, later runs shift past all earlier ones
 
         def measured_run(plan: ReplayPlan, label: str, keep: bool) -> dict:
             replayer.listen(keep_payloads=keep, timeout_s=options.output_timeout_s)
+            before = replayer.node_counters(after=time.perf_counter()) if has_stats else None
             sampler = ResourceSampler(pid).start() if pid is not None else None
             plan = replace(plan, stamp_offset_ns=next_offset[0])
             sent = replayer.replay(frames, messages, plan, settle_s=options.output_timeout_s)
@@ -84,6 +89,9 @@ def run_graph(spec: GraphSpec, frames: Sequence[BagImage], options: BenchmarkOpt
                 next_offset[0] = max(s.stamp_ns for s in sent) - first_stamp + loop_period_ns(stamps)
             resources = sampler.stop().as_dict() if sampler else None
             metrics = replayer.monitor.metrics()
+            after = replayer.node_counters(after=time.perf_counter()) if has_stats else None
+            received_all = sum(r.complete(spec.output_topics) for r in replayer.monitor.records())
+            metrics["where_lost"] = loss_breakdown(len(sent), received_all, before, after)
             late = [s.late_s for s in sent if not s.warmup]
             metrics["publisher_late_ms_max"] = 1000.0 * max(late) if late else None
             run = {"label": label, "plan": plan.as_dict(), "metrics": metrics, "resources": resources,
@@ -140,6 +148,22 @@ class _Trial:
     def __init__(self, values: dict):
         self.values = values
         self.drop_fraction = values["drop_fraction"]
+
+
+def loss_breakdown(sent: int, received: int, before: dict | None, after: dict | None) -> dict | None:
+    """Where the frames of a run (warm-up included) went, from the node's own ~/stats counters.
+
+    lost_before_node: sent but never counted by the node (transport/QoS); dropped_by_node: the node's
+    frame-dropping policy; lost_after_node: published by the node but not received here.
+    Approximate when stats reports of the node straddle run boundaries.
+    """
+    if before is None or after is None:
+        return None
+    delta = {k: after[k] - before[k] for k in before}
+    return {"sent": sent, "node_received": delta["frames_in"], "lost_before_node": sent - delta["frames_in"],
+            "dropped_by_node": delta["frames_dropped"], "rejected_by_node": delta["frames_rejected"],
+            "failed_in_node": delta["frames_failed"], "published_by_node": delta["frames_out"],
+            "received": received, "lost_after_node": delta["frames_out"] - received}
 
 
 def _loops_for(wanted: int, available: int) -> int:

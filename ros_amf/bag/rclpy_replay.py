@@ -91,6 +91,20 @@ def node_command(kind: str, node_name: str | None, params: Sequence[str], params
     return [sys.executable, "-c", code, *ros_args]
 
 
+def input_qos(name: str) -> QoSProfile:
+    """QoS of the replayed camera topic.
+
+    'sensor_data' is what a camera driver uses (best effort, depth 5); on a loaded machine Fast DDS then
+    loses fragments of large images, which looks like drops of the graph. 'reliable' (depth 10) lets the
+    graph's own frame-dropping policy decide, which is what a benchmark of the graph should measure.
+    """
+    if name == "sensor_data":
+        return qos_profile_sensor_data
+    if name == "reliable":
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    raise ValueError(f"QoS '{name}' is unknown; use 'reliable' or 'sensor_data'.")
+
+
 def message_class(type_name: str):
     """'pkg/msg/Name' -> the generated Python class."""
     package, _, name = type_name.split("/")
@@ -109,14 +123,15 @@ def bag_image_message(frame: BagImage) -> Image:
 class ReplayNode:
     """A node that publishes camera frames and records the graph's outputs in an OutputMonitor."""
 
-    def __init__(self, input_topic: str, output_topics: Sequence[str], *, node_name: str = "ros_amf_replay"):
+    def __init__(self, input_topic: str, output_topics: Sequence[str], *, qos: str = "reliable",
+                 node_name: str = "ros_amf_replay"):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = Node(node_name, context=self.context)
         self.input_topic = input_topic
         self.output_topics = list(output_topics)
-        # a camera driver publishes with the sensor-data profile; the nodes subscribe with it too
-        self.publisher = self.node.create_publisher(Image, input_topic, qos_profile_sensor_data)
+        self.publisher = self.node.create_publisher(Image, input_topic, input_qos(qos))
+        self._stats: tuple[float, dict] | None = None   # (arrival clock, counters) of the latest ~/stats
         self.monitor: OutputMonitor | None = None
         self._subscriptions: dict[str, object] = {}
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -163,6 +178,29 @@ class ReplayNode:
                              reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE)
             self._subscriptions[topic] = self.node.create_subscription(
                 message_class(types[topic]), topic, self._callback(topic), qos)
+
+    def watch_stats(self, topic: str) -> bool:
+        """Follow the node's ~/stats (PipelineStats) so runs can tell transport losses from node drops."""
+        if not self.node.get_publishers_info_by_topic(topic):
+            return False
+        from ros_amf_msgs.msg import PipelineStats
+
+        def on_stats(msg) -> None:
+            self._stats = (time.perf_counter(), {
+                "frames_in": msg.frames_in, "frames_out": msg.frames_out, "frames_dropped": msg.frames_dropped,
+                "frames_rejected": msg.frames_rejected, "frames_failed": msg.frames_failed})
+
+        self.node.create_subscription(PipelineStats, topic, on_stats, 10)
+        return True
+
+    def node_counters(self, after: float | None = None, timeout_s: float = 3.0) -> dict | None:
+        """The node's latest counters, waiting (up to timeout_s) for a report that arrived after ``after``."""
+        deadline = time.perf_counter() + timeout_s
+        while after is not None and (self._stats is None or self._stats[0] <= after):
+            if time.perf_counter() > deadline:
+                return None
+            time.sleep(0.05)
+        return None if self._stats is None else dict(self._stats[1])
 
     def listen(self, keep_payloads: bool, timeout_s: float) -> OutputMonitor:
         """A fresh monitor for the next run (outputs of earlier runs no longer match: see stamp_offset_ns)."""

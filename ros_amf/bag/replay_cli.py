@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="ROS parameter for the started node (repeatable), e.g. -p instance.checkpoint:=models/x.pt")
     g.add_argument("--params-file", help="ROS 2 parameter YAML for the started node")
+    g.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable",
+                   help="QoS of the replayed images, also given to a started node as input_qos/output_qos: "
+                        "'reliable' (default) lets the node's frame-dropping policy decide; 'sensor_data' "
+                        "(best effort, like a camera driver) adds the transport's losses of large images")
     g.add_argument("--output-topic", action="append", default=[],
                    help="output topic to match (repeatable; default: the node's instances/labels)")
     g.add_argument("--graph-pid", type=int, help="--graph running: pid of the graph process, for CPU/RSS")
@@ -137,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.bag:
         print("ros-amf replay: give a bag path (or --compare A.json B.json).", file=sys.stderr)
         return 2
+    # a terminated replay must still stop the graph it started: turn SIGTERM into SystemExit so cleanup runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return _replay(args)
     except (BagError, GraphError, ValueError, ReportError) as err:
@@ -187,13 +194,14 @@ def _replay(args: argparse.Namespace) -> int:
             continue
         node_name = NAIVE_NODE_NAME if name == "naive" else NODE_NAMES[args.node]
         kind = "naive" if name == "naive" else args.node
-        command = node_command(kind, node_name, [f"{k}:={v}" for k, v in params.items()], args.params_file)
+        node_params = {"input_qos": args.qos, "output_qos": args.qos, **params}  # the user's -p wins
+        command = node_command(kind, node_name, [f"{k}:={v}" for k, v in node_params.items()], args.params_file)
         outputs = args.output_topic or [f"/{node_name}/{o}" for o in NODE_OUTPUTS[args.node]]
         specs.append(GraphSpec(name, outputs, process=GraphProcess(name, command, str(log_dir / f"{name}.log")),
                                model=model_metadata(params, args.node)))
 
     options = BenchmarkOptions(
-        input_topic=args.input_topic, plan=plan, repeat=args.repeat, peak=args.peak, fixed_rates=fixed_rates,
+        input_topic=args.input_topic, qos=args.qos, plan=plan, repeat=args.repeat, peak=args.peak, fixed_rates=fixed_rates,
         trial_frames=args.trial_frames, trial_warmup=args.trial_warmup, peak_start_hz=args.peak_start,
         peak_max_hz=args.peak_max, idle_seconds=args.idle_seconds, start_timeout_s=args.start_timeout,
         output_timeout_s=args.output_timeout, keep_outputs=ground_truth is not None)

@@ -74,10 +74,13 @@ def run_row(run: dict) -> dict[str, str]:
     """The headline numbers of one run, formatted for a table."""
     m, res, acc = run["metrics"], run.get("resources") or {}, run.get("accuracy") or {}
     lat = m["latency_ms"]
+    lost = m.get("where_lost")  # includes warm-up frames, from the node's own counters
     return {"run": run["label"], "in Hz": _fmt(m.get("input_rate_hz")), "sent": _fmt(m["frames_sent"]),
             "recv": _fmt(m["frames_received"]), "drop %": _fmt(100.0 * m["drop_fraction"]),
             "out Hz": _fmt(m.get("throughput_hz")), "p50 ms": _fmt(lat["p50"]), "p95 ms": _fmt(lat["p95"]),
             "p99 ms": _fmt(lat["p99"]), "max ms": _fmt(lat["max"]), "jitter ms": _fmt(m.get("latency_jitter_ms")),
+            "lost tx": _fmt(None if not lost else lost["lost_before_node"] + lost["lost_after_node"]),
+            "node drop": _fmt(None if not lost else lost["dropped_by_node"]),
             "CPU %": _fmt(res.get("cpu_percent_mean"), 0), "RSS MiB": _fmt(res.get("rss_mib_max"), 0),
             "AP": _fmt(acc.get("ap"), 3), "sAP": _fmt(acc.get("streaming_ap"), 3),
             "mIoU": _fmt(acc.get("miou"), 3), "s-mIoU": _fmt(acc.get("streaming_miou"), 3)}
@@ -129,7 +132,7 @@ def format_report(report: dict) -> str:
 
 
 # -- comparison ------------------------------------------------------------------------------------
-COMPARED = ["in Hz", "sent", "recv", "drop %", "out Hz", "p50 ms", "p95 ms", "p99 ms", "max ms", "jitter ms", "CPU %",
+COMPARED = ["in Hz", "sent", "recv", "drop %", "lost tx", "node drop", "out Hz", "p50 ms", "p95 ms", "p99 ms", "max ms", "jitter ms", "CPU %",
             "RSS MiB", "AP", "sAP", "mIoU", "s-mIoU"]
 
 

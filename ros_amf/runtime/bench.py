@@ -70,6 +70,29 @@ def message_filler():
     return fill
 
 
+def in_worker_thread(function, *args):
+    """Run ``function`` in a fresh thread and return its result.
+
+    Every mode is timed off the main thread, as in a node (executor and engine threads): with OpenMP,
+    a forward pass from the main thread can be many times slower than from a worker thread on an
+    oversubscribed machine (measured here: 1189 ms vs 64 ms, 2 threads, load ~8 on 2 cores), which
+    would make any comparison meaningless.
+    """
+    box = {}
+
+    def run():
+        try:
+            box["value"] = function(*args)
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def bench_bare(engine: Engine, frames: list[np.ndarray]) -> float:
     size = engine.config.input_size
     tensors = [preprocess_numpy(f, "rgb8", size)[0].to(engine.device, engine.dtype) for f in frames[:8]]
@@ -253,26 +276,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default="480x640", help="camera image HxW")
     parser.add_argument("--short-side", type=int, default=256)
     parser.add_argument("--max-long-side", type=int, default=448)
-    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--frames", type=int, default=30, help="frames per mode and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median FPS is reported")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--joint", action="store_true")
     parser.add_argument("--score-threshold", type=float, default=0.3)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads of the bare and naive runs (0 = one per core)")
+    parser.add_argument("--workers", type=int, default=0, help="inference workers of the pipelined engine (0 = auto)")
     parser.add_argument("--memory-frames", type=int, default=0, help="frames of the memory-flatness run (0 = skip)")
     parser.add_argument("--ros", action="store_true", help="also measure the real nodes over rclpy")
     parser.add_argument("--json", default=str(ROOT / "out" / "bench" / "runtime.json"))
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.image.split("x"))
     tasks = ["instance", "semantic"] if args.tasks == "both" else [args.tasks]
     models = {t: load_model(t, getattr(args, f"{t}_config"), getattr(args, f"{t}_checkpoint") or None, args.device)
               for t in tasks}
     config = EngineConfig(input_size=InputSize(args.short_side, args.max_long_side), device=args.device,
                           precision=args.precision, channels_last=args.channels_last, joint=args.joint,
-                          score_threshold=args.score_threshold, lossless=True,
+                          score_threshold=args.score_threshold, lossless=True, inference_workers=args.workers,
                           record_stream_times=args.device.startswith("cuda"))
 
     def make_engine(**changes):
@@ -284,23 +308,38 @@ def main(argv: list[str] | None = None) -> int:
     frames = make_frames(args.frames, height, width)
     print(f"bench runtime: {', '.join(f'{t}={m.name}' for t, m in models.items())}, image {height}x{width}, "
           f"input {args.short_side}/{args.max_long_side}, device {args.device}, {args.frames} frames, "
-          f"torch threads {torch.get_num_threads()}", flush=True)
-    engine = make_engine()
-    bare = bench_bare(engine, frames)
-    naive_fps, naive_results = bench_naive(make_engine(), frames)
-    pipe_engine = make_engine()
-    pipe_fps, pipe_results = bench_pipelined(pipe_engine, frames)
+          f"{os.cpu_count()} cores", flush=True)
+    # interleaved rounds, median per mode: on a shared machine the load drifts, and running the modes
+    # one after another would hand that drift to whichever mode ran last
+    bare_engine, naive_engine, pipe_engine = make_engine(), make_engine(), make_engine()
+    rounds = {"bare": [], "naive": [], "pipelined": []}
+    # torch's thread count is process-wide: bare and naive run with the default (all cores on one
+    # frame), the pipelined engine with its per-worker share
+    default_threads = args.threads or os.cpu_count() or 1
+    worker_threads = torch.get_num_threads()
+    for _ in range(args.rounds):
+        torch.set_num_threads(default_threads)
+        rounds["bare"].append(in_worker_thread(bench_bare, bare_engine, frames))
+        fps, naive_results = in_worker_thread(bench_naive, naive_engine, frames)
+        rounds["naive"].append(fps)
+        torch.set_num_threads(worker_threads)
+        fps, pipe_results = bench_pipelined(pipe_engine, frames)
+        rounds["pipelined"].append(fps)
+    bare, naive_fps, pipe_fps = (float(np.median(rounds[k])) for k in ("bare", "naive", "pipelined"))
     report = {"device": args.device, "image_hw": [height, width], "input": [args.short_side, args.max_long_side],
               "models": {t: m.name for t, m in models.items()}, "frames": args.frames,
-              "torch_threads": torch.get_num_threads(), "precision": args.precision, "joint": args.joint,
-              "bare_fps": bare, "pipelined_fps": pipe_fps, "naive_fps": naive_fps,
+              "torch_threads_bare_and_naive": default_threads, "torch_threads_per_worker": worker_threads,
+              "inference_workers": pipe_engine.inference_workers, "precision": args.precision, "joint": args.joint,
+              "rounds": rounds, "bare_fps": bare, "pipelined_fps": pipe_fps, "naive_fps": naive_fps,
               "pipelined_over_bare": pipe_fps / bare, "pipelined_over_naive": pipe_fps / naive_fps,
               "same_outputs": same_outputs(pipe_results, naive_results),
               "message_filling": message_filler() is not None,
               "pipelined_stats": pipe_engine.stats.snapshot().as_dict()}
     if pipe_engine.streams.timing:
         report["stream_overlap"] = stream_overlap(pipe_engine.stream_busy_ms())
-    print(f"\n{'mode':<12} {'FPS':>8} {'x bare':>8}\n{'bare':<12} {bare:>8.2f} {1:>8.2f}\n"
+    print(f"\nmedian of {args.rounds} interleaved rounds; per round: "
+          + ", ".join(f"{k} {['%.2f' % v for v in vals]}" for k, vals in rounds.items()))
+    print(f"{'mode':<12} {'FPS':>8} {'x bare':>8}\n{'bare':<12} {bare:>8.2f} {1:>8.2f}\n"
           f"{'pipelined':<12} {pipe_fps:>8.2f} {pipe_fps / bare:>8.2f}\n{'naive':<12} {naive_fps:>8.2f} "
           f"{naive_fps / bare:>8.2f}")
     print(f"pipelined / naive = {pipe_fps / naive_fps:.2f}  (targets: pipelined >= 0.9x bare, >= 1.3x naive); "

@@ -3,8 +3,12 @@
 One engine serves the ROS nodes, the bag replay and the offline evaluator, so what is measured
 offline is what runs on the vehicle.
 
-* CPU path: three threads (one per stage) joined by bounded queues; torch and OpenCV release the GIL,
-  so frame N+1 is pre-processed while N runs the model and N-1 is post-processed.
+* CPU path: one thread per stage joined by bounded queues; torch and OpenCV release the GIL, so frame
+  N+1 is pre-processed while N runs the model and N-1 is post-processed. Inference may use several
+  worker threads (``inference_workers``; auto = one per core, one torch thread each): consecutive
+  frames then run the model side by side, which on a CPU beats one frame spread over all cores
+  (intra-op threads scale poorly on small inputs and collapse when the cores are shared). A reorder
+  buffer keeps the outputs in frame order.
 * GPU path: the same three threads, each issuing its work on its own CUDA stream (host->device copy +
   pre-processing, inference, post-processing + device->host), ordered by CUDA events; host staging
   buffers are pinned. The instance and semantic models run on two compute streams in parallel, or
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import queue
+import os
 import threading
 import time
 from collections import deque
@@ -55,6 +59,7 @@ class EngineConfig:
     input_slots: int = 1             # frames that may wait at the input before the oldest is dropped
     stage_queue: int = 1             # frames that may wait between two stages
     lossless: bool = False           # True: submit() waits for room instead of dropping (offline use)
+    inference_workers: int = 0       # 0 = auto: one per CPU core on CPU (torch threads 1 each), 1 on CUDA
     device_path: bool | None = None  # None: torch pre/post on the device iff it is CUDA; True forces it
     record_stream_times: bool = False  # GPU: record per-stream busy intervals (benchmark overlap)
 
@@ -229,7 +234,17 @@ class Engine:
         self._seq = itertools.count()
         self._slot = LatestSlot(config.input_slots)
         self._q_infer = LatestSlot(config.stage_queue)
-        self._q_post: queue.Queue[Inferred] = queue.Queue(config.stage_queue)
+        self.inference_workers = config.inference_workers or (
+            1 if self.device.type == "cuda" else max(1, min(4, os.cpu_count() or 1)))
+        if self.inference_workers > 1 and self.device.type == "cpu":
+            # process-wide in torch: each worker gets its share of the cores
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.inference_workers))
+        # reorder buffer between inference and post-processing: ticket -> Inferred (or the failure)
+        self._tickets_taken = 0
+        self._next_ticket = 0
+        self._done: dict[int, Any] = {}
+        self._take_lock = threading.Lock()
+        self._reorder = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._running = threading.Event()
         self._idle = threading.Condition()
@@ -291,6 +306,11 @@ class Engine:
             begin = None
             for task, event in inferred.done.items():
                 self.streams.wait(stream, event)
+            if stream is not None:   # outputs were allocated on the compute streams
+                for output in inferred.outputs.values():
+                    for tensor in (output.values() if isinstance(output, dict) else [output]):
+                        if torch.is_tensor(tensor):
+                            self.streams.keep_alive(tensor, stream)
             if stream is not None:
                 begin = self.streams.record(stream)
             host: dict[str, torch.Tensor] = {}
@@ -390,8 +410,9 @@ class Engine:
         if self._threads:
             return
         self._running.set()
-        for name, target in (("preprocess", self._run_preprocess), ("inference", self._run_inference),
-                             ("postprocess", self._run_postprocess)):
+        stages = [("preprocess", self._run_preprocess), ("postprocess", self._run_postprocess)]
+        stages += [(f"inference{i}", self._run_inference) for i in range(self.inference_workers)]
+        for name, target in stages:
             thread = threading.Thread(target=target, name=f"ros_amf-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -441,21 +462,6 @@ class Engine:
             self._pending -= 1
             self._idle.notify_all()
 
-    def _put(self, q: queue.Queue, item: Any) -> bool:
-        while self._running.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _get(self, q: queue.Queue) -> Any:
-        try:
-            return q.get(timeout=0.1)
-        except queue.Empty:
-            return None
-
     def _run_preprocess(self) -> None:
         while self._running.is_set():
             frame = self._slot.get(timeout=0.1)
@@ -476,30 +482,44 @@ class Engine:
                 self._drop(self._q_infer.put(prepared))   # a fresher frame replaces a waiting one
 
     def _run_inference(self) -> None:
+        limit = self.inference_workers + self.config.stage_queue   # frames between take and post
         while self._running.is_set():
-            prepared = self._q_infer.get(timeout=0.1)
-            if prepared is None:
-                continue
+            with self._reorder:
+                if self._tickets_taken - self._next_ticket >= limit:
+                    self._reorder.wait(0.1)
+                    continue
+            with self._take_lock:   # tickets follow queue order
+                prepared = self._q_infer.get(timeout=0.1)
+                if prepared is None:
+                    continue
+                ticket = self._tickets_taken
+                self._tickets_taken += 1
             try:
-                inferred = self.infer(prepared)
+                item: Any = self.infer(prepared)
             except Exception as exc:
-                self._failed(prepared.frame, exc, stage="inference")
-                self._finish_one()
-                continue
-            if not self._put(self._q_post, inferred):
-                self._finish_one()
+                item = (prepared.frame, exc)
+            with self._reorder:
+                self._done[ticket] = item
+                self._reorder.notify_all()
 
     def _run_postprocess(self) -> None:
         while self._running.is_set():
-            inferred = self._get(self._q_post)
-            if inferred is None:
-                continue
-            try:
-                result = self.postprocess(inferred)
-            except Exception as exc:
-                self._failed(inferred.prepared.frame, exc, stage="postprocess")
+            with self._reorder:
+                if self._next_ticket not in self._done:
+                    self._reorder.wait(0.1)
+                    continue
+                item = self._done.pop(self._next_ticket)
+                self._next_ticket += 1
+                self._reorder.notify_all()
+            if isinstance(item, tuple):
+                self._failed(item[0], item[1], stage="inference")
             else:
-                self._deliver(result)
+                try:
+                    result = self.postprocess(item)
+                except Exception as exc:
+                    self._failed(item.prepared.frame, exc, stage="postprocess")
+                else:
+                    self._deliver(result)
             self._finish_one()
 
     def _deliver(self, result: FrameResult) -> None:

@@ -20,8 +20,9 @@ API (all plain functions/classes, no global state besides what torch.distributed
 - ``ResumableSampler(size, seed, shuffle, rank, world_size)``: an infinite, deterministic stream
   of dataset indices (a new permutation per epoch from ``seed + epoch``), sharded by rank; its
   ``state_dict()``/``load_state_dict()`` record the exact position so a resumed run sees the same
-  data order (``state_after(consumed)`` for loaders that prefetch). ``sample_seed(seed, epoch, index)`` gives a per-sample augmentation seed that does
-  not depend on worker processes.
+  data order (``state_after(consumed)`` for loaders that prefetch ahead of the loop).
+  ``sample_seed(seed, epoch, index)`` gives a per-sample augmentation seed that does not depend
+  on worker processes.
 - ``capture_rng_state()`` / ``restore_rng_state(state)``: python/numpy/torch(/cuda) RNG states.
 - ``save_training_checkpoint(path, ...)`` / ``load_training_checkpoint(path, model, ...)``:
   atomic checkpoint (via ros_amf.checkpoint) holding model, optimizer, scheduler, scaler,

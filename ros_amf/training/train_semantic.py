@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs after which the lr is divided by 10 (sgd recipe; also honoured by adam)")
     p.add_argument("--epochs", type=float, default=None, help="training length in epochs")
     p.add_argument("--iterations", type=int, default=None, help="training length in iterations (overrides --epochs)")
-    p.add_argument("--max-minutes", type=float, default=0, help="stop after this wall time (0 = no limit)")
+    p.add_argument("--max-minutes", type=float, default=0,
+                   help="stop once the training wall time, summed over resumes, exceeds this (0 = no limit)")
     p.add_argument("--batch-size", type=int, default=8, help="images per iteration per process")
     p.add_argument("--short-side", type=int, default=240, help="images are first resized to this short side")
     p.add_argument("--crop", type=parse_hw, default=(256, 320), help="training crop HxW (multiples of 32)")
@@ -165,7 +166,7 @@ def main(argv: list[str]) -> int:
     sampler = common.ResumableSampler(len(train_set), args.seed, True, dist.rank, dist.world_size)
     guard = common.GradientGuard(max_norm=0.0)
 
-    start_iteration = 0
+    start_iteration, previous_seconds = 0, 0.0
     last = args.out / "last.pt"
     if args.resume:
         if not last.is_file():
@@ -174,6 +175,7 @@ def main(argv: list[str]) -> int:
         payload = common.load_training_checkpoint(last, task=TASK, model=model, optimizer=optimizer,
                                                   scheduler=scheduler, scaler=scaler, sampler=sampler, guard=guard)
         start_iteration = payload["train_state"]["iteration"]
+        previous_seconds = float(payload["meta"].get("train_seconds", 0.0))  # the wall-time budget spans resumes
     model = common.wrap_ddp(model, dist)
     logger = common.MetricLogger(args.out, start_iteration if args.resume else None, enabled=dist.is_main)
     data = AugmentedSemantic(train_set, args.seed, args.short_side, args.scale_range, args.crop)
@@ -200,8 +202,8 @@ def main(argv: list[str]) -> int:
                 sampler_state=sampler.state_after(consumed))
 
     model.train()
-    started = time.monotonic()
-    train_seconds = 0.0
+    started = time.monotonic() - previous_seconds
+    train_seconds = previous_seconds
     bar = common.progress(total, start_iteration, dist.is_main, desc="train semantic")
     iteration = start_iteration
     stream = iter(loader)
@@ -238,7 +240,7 @@ def main(argv: list[str]) -> int:
     save(args.out / "final.pt", iteration, iteration * args.batch_size)
     if dist.is_main:
         exported = export(args.out / "model.pt", iteration)
-        print(f"trained {iteration - start_iteration} iterations in {train_seconds / 60:.1f} min; "
+        print(f"trained to iteration {iteration} in {train_seconds / 60:.1f} min in all; "
               f"fp16 model {exported} (sha256 {sha256_of(exported)[:12]}); skipped steps (non-finite): {guard.skipped}")
     return 0
 
