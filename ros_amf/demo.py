@@ -56,7 +56,10 @@ def model_parameters(args) -> tuple[dict, list[str]]:
             raise SystemExit(f"demo: model config '{config}' does not exist; pass --{task}-config models/<name>.yaml.")
         params[f"{task}.config"] = str(ROOT / config if (ROOT / config).exists() else config)
         path = ROOT / checkpoint if (ROOT / checkpoint).exists() else Path(checkpoint)
-        if path.exists():
+        if checkpoint == "none":
+            params[f"{task}.checkpoint"] = ""
+            notes.append(f"{task}: {config} with RANDOM weights (--{task}-checkpoint none)")
+        elif path.exists():
             params[f"{task}.checkpoint"] = str(path)
             notes.append(f"{task}: {config} + {path.name}")
         else:
@@ -96,7 +99,12 @@ def run_demo(args) -> dict:
 
     context = Context()
     rclpy.init(context=context)
-    node = PerceptionNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    try:
+        node = PerceptionNode(context=context,
+                              parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    except Exception as exc:  # a wrong checkpoint/config: one sentence, no traceback
+        rclpy.try_shutdown(context=context)
+        raise SystemExit(f"demo: the perception node did not start: {exc}") from None
     io = rclpy.create_node("ros_amf_demo_player", context=context)
     base = node.get_fully_qualified_name()
     received: dict[str, list] = {"labels": [], "instances": [], "overlay": [], "stats": []}
@@ -129,14 +137,21 @@ def run_demo(args) -> dict:
         time.sleep(0.05)
 
     messages = [_to_message(f, Header, Image) for f in frames]
+    clip_ns = frames[-1].log_time_ns - frames[0].log_time_ns + (frames[1].log_time_ns - frames[0].log_time_ns
+                                                                  if len(frames) > 1 else 33_000_000)
     print(f"demo: playing {len(messages)} frames of {bag} ({frames[0].width}x{frames[0].height} "
-          f"{frames[0].encoding}) at the recorded rate x{args.rate} ...", flush=True)
+          f"{frames[0].encoding}) {args.loops}x at the recorded rate x{args.rate} ...", flush=True)
     start_wall, start_bag = time.perf_counter(), frames[0].log_time_ns
-    for frame, msg in zip(frames, messages):
-        due = start_wall + (frame.log_time_ns - start_bag) / 1e9 / args.rate
-        time.sleep(max(0.0, due - time.perf_counter()))
-        sent[_stamp_ns(msg.header)] = time.perf_counter()
-        pub.publish(msg)
+    for loop in range(args.loops):
+        for frame, msg in zip(frames, messages):
+            offset = frame.log_time_ns - start_bag + loop * clip_ns
+            due = start_wall + offset / 1e9 / args.rate
+            time.sleep(max(0.0, due - time.perf_counter()))
+            # each loop gets fresh stamps (the recorded ones shifted by the clip length)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(frame.stamp_ns) + loop * clip_ns,
+                                                                    1_000_000_000)
+            sent[_stamp_ns(msg.header)] = time.perf_counter()
+            pub.publish(msg)
     node.engine.wait_idle(timeout=60)
     time.sleep(0.5)   # let the last outputs cross DDS
     wall = time.perf_counter() - start_wall
@@ -147,7 +162,10 @@ def run_demo(args) -> dict:
     rclpy.try_shutdown(context=context)
 
     downstream = sorted((arrival[s] - sent[s]) * 1000 for s in arrival if s in sent)
-    table = format_table(snapshot, wall)
+    sent_count = len(frames) * args.loops
+    table = (f"player sent {sent_count} frames; node received {snapshot.frames_in} "
+             f"({sent_count - snapshot.frames_in} lost in transport, best-effort sensor-data QoS)\n"
+             + format_table(snapshot, wall))
     if downstream:
         p50, p95, p99 = np.percentile(downstream, (50, 95, 99))
         table += (f"\n{'topic->topic':<12} {len(downstream):>6} {np.mean(downstream):>9.2f} {p50:>9.2f} {p95:>9.2f} "
@@ -156,12 +174,12 @@ def run_demo(args) -> dict:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    written = write_overlays(received["overlay"], out, fps=len(frames) / max(1e-6, (frames[-1].log_time_ns
-                                                                                     - start_bag) / 1e9),
+    written = write_overlays(received["overlay"], out, fps=len(frames) / (clip_ns / 1e9),
                              every=args.png_every, image_to_array=image_to_array, cv2=cv2)
     instances = [len(m.instances) for m in received["instances"]]
-    report = {"bag": str(bag), "frames_played": len(frames), "wall_s": wall, "models": notes,
+    report = {"bag": str(bag), "frames_played": len(frames) * args.loops, "wall_s": wall, "models": notes,
               "input_size": [args.short_side, args.max_long_side], "device": args.device,
+              "frames_sent": sent_count, "frames_lost_in_transport": sent_count - snapshot.frames_in,
               "output_fps": snapshot.frames_out / wall if wall else 0.0,
               "recorded_fps": written["fps"], "stats": snapshot.as_dict(),
               "topic_to_topic_latency_ms": _percentiles(downstream),
@@ -224,15 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="where overlays and report.json go")
     parser.add_argument("--frames", type=int, default=60, help="frames of the bag to play (2 s at 30 Hz)")
     parser.add_argument("--rate", type=float, default=1.0, help="playback rate factor (1 = recorded rate)")
+    parser.add_argument("--loops", type=int, default=3, help="play the clip this many times")
     parser.add_argument("--short-side", type=int, default=192, help="network input short side")
     parser.add_argument("--max-long-side", type=int, default=256, help="network input long side cap")
     parser.add_argument("--score-threshold", type=float, default=0.3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch default")
-    parser.add_argument("--png-every", type=int, default=5, help="write every n-th overlay as PNG")
+    parser.add_argument("--png-every", type=int, default=2, help="write every n-th overlay as PNG")
     for task in ("instance", "semantic"):
         parser.add_argument(f"--{task}-config", default=None, help=f"{task} model config (default: shipped)")
-        parser.add_argument(f"--{task}-checkpoint", default=None, help=f"{task} checkpoint (default: shipped)")
+        parser.add_argument(f"--{task}-checkpoint", default=None, help=f"{task} checkpoint (default: shipped; 'none' = random weights)")
     args = parser.parse_args(argv)
     report = run_demo(args)
     return 0 if report["stats"]["frames_out"] > 0 else 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import struct
 
-import cv2
 import numpy as np
 import pytest
 

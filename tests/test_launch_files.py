@@ -119,13 +119,16 @@ def test_ros_amf_run_starts_every_node_of_a_multi_camera_file(ros_context, tmp_p
   ros__parameters: {{input_topic: /cam_a/image_raw}}
 /cam_b/ros_amf_semantic:
   ros__parameters: {{input_topic: /cam_b/image_raw}}
+/cam_c/ros_amf_naive:
+  ros__parameters: {{input_topic: /cam_c/image_raw}}
 """)
     nodes = launcher.start(launcher.plan(params), ros_context)
     try:
         assert sorted(n.get_fully_qualified_name() for n in nodes) == ["/cam_a/ros_amf_perception",
-                                                                       "/cam_b/ros_amf_semantic"]
+                                                                       "/cam_b/ros_amf_semantic",
+                                                                       "/cam_c/ros_amf_naive"]
         assert nodes[0].get_parameter("input_topic").value == "/cam_a/image_raw"
-        assert type(nodes[1]).__name__ == "SemanticSegmentationNode"
+        assert [type(n).__name__ for n in nodes[1:]] == ["SemanticSegmentationNode", "NaivePerceptionNode"]
     finally:
         for node in nodes:
             node.destroy_node()
@@ -139,3 +142,9 @@ ros_amf_semantic:
 """)
     assert launcher.main(["--params", str(params), "--duration", "0.1"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_readme_documents_every_parameter():
+    from ros_amf.ros.params import PARAMETERS
+    text = (LAUNCH / "README.md").read_text()
+    assert all(f"`{p.name}`" in text for p in PARAMETERS)

@@ -14,7 +14,7 @@ from ros_amf_msgs.msg import InstanceSegmentation, LabelInfo, PipelineStats
 from ros_amf.ros.naive_node import NaivePerceptionNode
 from ros_amf.ros.node import InstanceSegmentationNode, PerceptionNode, SemanticSegmentationNode
 from ros_helpers import spin_until, wait_for_subscribers
-from runtime_helpers import tiny_instance, tiny_semantic
+from runtime_helpers import ScriptedSemanticModel, scripted, tiny_instance, tiny_semantic
 
 _names = itertools.count()
 
@@ -31,13 +31,13 @@ def _image_msg(stamp_sec=1, height=48, width=64, encoding="rgb8", pad=0):
 class Graph:
     """A node under test plus a probe node that publishes images and records every output."""
 
-    def __init__(self, context, node_class=PerceptionNode, **params):
+    def __init__(self, context, node_class=PerceptionNode, models=None, **params):
         n = next(_names)
         self.topic = f"/test_cam{n}/image_raw"
         overrides = {"input_topic": self.topic, "camera_info_topic": f"/test_cam{n}/camera_info",
                      "input_short_side": 64, "input_max_long_side": 96, "score_threshold": 0.0,
                      "diagnostics_period_s": 0.2, **params}
-        models = {"instance": tiny_instance(), "semantic": tiny_semantic()}
+        models = models or {"instance": tiny_instance(), "semantic": tiny_semantic()}
         self.node = node_class(f"perception_{n}", context=context, models=models,
                                parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         self.probe = __import__("rclpy").create_node(f"probe_{n}", context=context)
@@ -140,6 +140,23 @@ def test_bad_inputs_are_rejected_counted_and_the_node_keeps_running(graph):
     assert spin_until(g.executor, lambda: g.got["stats"] and g.got["stats"][-1].frames_rejected == 5, 5)
     stats = g.got["stats"][-1]
     assert stats.frames_in == 6 and "too_large" in stats.rejected_reasons
+
+
+def test_nan_from_the_model_is_counted_and_reported_and_the_node_keeps_running(graph):
+    broken = scripted("semantic", ScriptedSemanticModel(nan=True))
+    g = graph(node_class=SemanticSegmentationNode, models={"semantic": broken})
+    g.send(_image_msg(1), expect_key=None)
+    assert spin_until(g.executor, lambda: g.node.stats.failed.get("non_finite_output") == 1, 10)
+
+    def warned():
+        return any(s.level == DiagnosticStatus.WARN and "failed" in s.message
+                   for d in g.got["diagnostics"] for s in d.status if s.hardware_id == g.topic)
+    assert spin_until(g.executor, warned, 5)
+    assert g.got["labels"] == []
+    broken.module.nan = False
+    assert g.send(_image_msg(2), "labels")
+    assert spin_until(g.executor, lambda: g.got["stats"] and g.got["stats"][-1].frames_failed == 1
+                      and "failed:non_finite_output" in g.got["stats"][-1].rejected_reasons, 5)
 
 
 def test_camera_that_stops_publishing_makes_diagnostics_warn(graph):

@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 
 import pytest
+import torch
 import yaml
 from rclpy.parameter import Parameter
 
@@ -100,6 +101,9 @@ def test_node_starts_from_config_and_checkpoint_files(ros_context, files):
     ("class_filter", ["unicorn"], "class_filter"),
     ("input_qos", "fastest", "input_qos"),
     ("precision", "int3", "precision"),
+    ("device", "tpu", "device"),
+    pytest.param("device", "cuda", "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_bad_parameters_are_one_clear_sentence(ros_context, files, param, value, match):
     params = [Parameter("semantic.config", value=str(files["semantic.yaml"])),

@@ -59,3 +59,14 @@ def test_every_cli_verb_points_at_an_existing_module():
 
     for verb, (module, _) in cli.COMMANDS.items():
         assert (ROOT / (module.replace(".", "/") + ".py")).exists(), f"'ros-amf {verb}' points at missing {module}"
+
+
+def test_node_executables_in_setup_match_the_launcher():
+    """`ros2 launch` starts console scripts from setup.py; `ros-amf run` starts ENTRY_POINTS: same graph."""
+    import re
+
+    from ros_amf.ros.launcher import ENTRY_POINTS
+
+    declared = dict(re.findall(r'"(\w+) = ([\w.]+:\w+)"', (ROOT / "setup.py").read_text()))
+    for executable, target in ENTRY_POINTS.items():
+        assert declared.get(executable) == target, f"setup.py console script '{executable}' != {target}"

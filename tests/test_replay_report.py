@@ -48,6 +48,8 @@ def test_table_shows_drops_latency_and_accuracy_per_run():
     assert "100.0" in line_30           # p50 latency ms
     assert "0.220" in line_30           # streaming AP
     assert "mIoU" not in text           # no semantic accuracy in any run: column left out
+    assert "== pipelined vs naive" in text
+    assert "fixed 10 Hz: delivered" in text and "p50 50.0 vs 150.0 ms" in text
 
 
 def test_json_round_trip_keeps_every_field(tmp_path):

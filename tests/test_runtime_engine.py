@@ -215,3 +215,16 @@ def test_a_failing_inference_worker_frame_is_counted_and_order_is_kept():
         engine.stop()
     tags = [r.tag for r in got]
     assert len(tags) == 5 and tags == sorted(tags) and engine.stats.failed["inference_error"] == 1
+
+
+def test_frames_still_inside_at_stop_are_counted_as_dropped():
+    slow = ScriptedInstanceModel(boxes=[(8, 8, 40, 32)], classes=[0], scores=[0.9], delay_s=0.3)
+    engine = Engine(EngineConfig(input_size=SIZE, inference_workers=1), instance=scripted("instance", slow))
+    engine.start()
+    for i in range(3):
+        engine.submit(_image(), "rgb8", tag=i)
+        time.sleep(0.05)
+    engine.stop()
+    stats = engine.stats
+    assert stats.frames_in == 3 == stats.frames_out + stats.frames_dropped + sum(stats.failed.values())
+    assert engine.in_flight == 0

@@ -128,7 +128,27 @@ def format_report(report: dict) -> str:
         for note in graph.get("notes", []):
             out.append(f"   note: {note}")
         out.append(format_rows([run_row(r) for r in graph["runs"]]))
+    if len(report["graphs"]) >= 2:
+        out += ["", graphs_side_by_side(report["graphs"][0], report["graphs"][1])]
     return "\n".join(out)
+
+
+def graphs_side_by_side(a: dict, b: dict) -> str:
+    """What one graph buys over the other on the same bag (e.g. pipelined vs naive)."""
+    lines = [f"== {a['name']} vs {b['name']} (same bag, same runs)"]
+    peaks = [(g.get("peak_search") or {}).get("peak_hz") for g in (a, b)]
+    if any(p is not None for p in peaks):
+        lines.append(f"   peak sustainable rate: {_fmt(peaks[0], 2)} Hz vs {_fmt(peaks[1], 2)} Hz")
+    runs_b = {r["label"]: r for r in b["runs"]}
+    for run in a["runs"]:
+        other = runs_b.get(run["label"])
+        if other is None:
+            continue
+        ra, rb = run_row(run), run_row(other)
+        lines.append(f"   {run['label']}: delivered {ra['out Hz']} vs {rb['out Hz']} Hz, drops {ra['drop %']} vs "
+                     f"{rb['drop %']} %, latency p50 {ra['p50 ms']} vs {rb['p50 ms']} ms, p99 {ra['p99 ms']} vs "
+                     f"{rb['p99 ms']} ms" + (f", sAP {ra['sAP']} vs {rb['sAP']}" if ra["sAP"] != "-" else ""))
+    return "\n".join(lines)
 
 
 # -- comparison ------------------------------------------------------------------------------------

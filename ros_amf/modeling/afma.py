@@ -131,7 +131,7 @@ class AcrossFeatureMapAttention(nn.Module):
     """
 
     def __init__(self, feature_channels: int, num_classes: int, depth: int = 2, patch_size: int = 10,
-                 image_channels: int = 3, embed_rows: int = 160):
+                 image_channels: int = 3, embed_rows: int = 40):
         super().__init__()
         if not 1 <= depth <= 5:
             raise ValueError(f"AFMA depth must be 1..5 (features[d] of the encoder), got {depth}.")

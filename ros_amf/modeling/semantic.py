@@ -36,7 +36,7 @@ class SemanticModelConfig:
     afma: bool = True                  # the one switch: host network with or without AFMA
     afma_depth: int = 2                # d: AFMA attends between the image and features[d]
     afma_patch_size: int = 10          # p
-    afma_embed_rows: int = 160         # rows per strip of the image branch (memory bound, same result)
+    afma_embed_rows: int = 40          # rows per strip of the image branch (bounds memory; same result)
 
 
 class SegmentationHead(nn.Module):

@@ -24,15 +24,12 @@ from ros_amf_msgs.msg import InstanceSegmentation, LabelInfo, PipelineStats as P
 from ros_amf.ros import topics
 from ros_amf.ros.conversions import (BadImage, array_to_image, image_to_array, instance_ids_image,
                                      instances_message, label_info_message)
-from ros_amf.ros.params import ParamSpec, resolve_path, specs_for
+from ros_amf.ros.params import resolve_path, specs_for
 from ros_amf.runtime.engine import Engine, EngineConfig
 from ros_amf.runtime.models import LoadedModel, class_colours, load_model
 from ros_amf.runtime.outputs import FrameResult, overlay, palette
 from ros_amf.runtime.preprocess import InputSize
 from ros_amf.runtime.stats import PipelineStats
-
-_PARAM_TYPES = {list: Parameter.Type.STRING_ARRAY}
-
 
 def qos_from_name(name: str, param: str) -> QoSProfile:
     if name == "sensor_data":
@@ -71,7 +68,8 @@ class PerceptionNode(Node):
         values = {}
         for spec in specs_for(self.TASKS, joint_capable=len(self.TASKS) == 2):
             descriptor = ParameterDescriptor(description=spec.description)
-            default = _PARAM_TYPES.get(type(spec.default), spec.default) if spec.default == [] else spec.default
+            # an empty list says nothing about its element type: declare string arrays by type
+            default = Parameter.Type.STRING_ARRAY if spec.default == [] else spec.default
             value = self.declare_parameter(spec.name, default, descriptor).value
             values[spec.name] = [] if value is None and isinstance(spec.default, list) else value
         return values
@@ -79,6 +77,8 @@ class PerceptionNode(Node):
     def _setup(self, models: dict[str, LoadedModel] | None) -> None:
         p = self.params = self._declare()
         device = p["device"]
+        input_qos = qos_from_name(p["input_qos"], "input_qos")     # cheap checks before loading models
+        output_qos = qos_from_name(p["output_qos"], "output_qos")
         if models is None:
             models = {task: load_model(task, resolve_path(p[f"{task}.config"]),
                                        resolve_path(p[f"{task}.checkpoint"]) or None, device=device)
@@ -88,9 +88,6 @@ class PerceptionNode(Node):
             if model.random_weights:
                 self.get_logger().warning(f"{model.task} model '{model.name}' runs with RANDOM weights (no "
                                           f"{model.task}.checkpoint given); outputs are meaningless.")
-        if p["torch_threads"] > 0:
-            import torch
-            torch.set_num_threads(int(p["torch_threads"]))
         instance = self.models.get("instance")
         class_filter: tuple[int, ...] = ()
         if instance is not None and [n for n in p["class_filter"] if n]:
@@ -109,14 +106,19 @@ class PerceptionNode(Node):
                          channels_last=p["channels_last"], joint=bool(p.get("joint", False)),
                          score_threshold=float(p.get("score_threshold", 0.3)),
                          mask_threshold=float(p.get("mask_threshold", 0.45)),
-                         max_instances=int(p.get("max_instances", 100)), class_filter=class_filter),
+                         max_instances=int(p.get("max_instances", 100)), class_filter=class_filter,
+                         inference_workers=int(p["inference_workers"])),
             instance=self.models.get("instance"), semantic=self.models.get("semantic"), stats=self.stats,
             on_result=self._publish, on_error=self._on_failure)
-        self.engine.warm_up(short, long_)
+        if p["torch_threads"] > 0:   # after the engine, which sets its per-worker share: the user's choice wins
+            import torch
+            torch.set_num_threads(int(p["torch_threads"]))
+        failure = self.engine.warm_up(short, long_)
+        if failure:
+            self.get_logger().warning(f"the warm-up frame failed ({failure}); frames that fail like it are "
+                                      "counted on ~/stats and /diagnostics and not published.")
         for warning in self.engine.warnings:
             self.get_logger().warning(warning)
-        input_qos = qos_from_name(p["input_qos"], "input_qos")
-        output_qos = qos_from_name(p["output_qos"], "output_qos")
         self.colours = {task: class_colours(m.class_names) for task, m in self.models.items()}
         self.instance_colours = palette(64, seed=11)
 
@@ -291,8 +293,10 @@ NODE_CLASSES = {"perception": PerceptionNode, "instance": InstanceSegmentationNo
 
 
 def node_kind(node_name: str) -> str:
-    """Which node class a name in a parameter file means: *instance* / *semantic* / anything else = perception."""
+    """Which node class a name in a parameter file means: *naive* / *instance* / *semantic* / else perception."""
     base = node_name.rstrip("/").rsplit("/", 1)[-1]
+    if "naive" in base:
+        return "naive"
     if "instance" in base:
         return "instance"
     if "semantic" in base:

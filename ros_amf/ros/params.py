@@ -57,7 +57,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_image_pixels", 4096 * 4096, "Images with more pixels are rejected (counted as too_large)."),
     ParamSpec("input_timeout_s", 2.0, "Diagnostics warn when no image arrived for this long."),
     ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics and ~/stats."),
-    ParamSpec("torch_threads", 0, "Torch intra-op threads for the models; 0 = torch's default."),
+    ParamSpec("inference_workers", 0, "Frames the model runs on side by side; 0 = auto (one per CPU core, "
+                                      "one on CUDA where streams overlap the stages)."),
+    ParamSpec("torch_threads", 0, "Torch intra-op threads (process-wide); 0 = the engine's choice (cores / "
+                                  "inference workers on CPU)."),
 )
 
 

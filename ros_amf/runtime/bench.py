@@ -10,6 +10,12 @@ It checks that pipelined and naive give identical outputs, prints the ratios (ta
 busy and how much the streams overlapped. ``--memory-frames N`` then feeds N frames at 2x the measured
 pipelined rate (latest-frame policy, frames drop) and samples the process RSS to show it stays flat.
 ``--ros`` repeats pipelined/naive with the real nodes over rclpy topics (DDS included).
+
+GPU runs (the issue's targets), e.g.:
+  ros-amf bench runtime --device cuda --precision fp16 --channels-last --tasks instance \
+      --instance-config models/amf_sparseinst_r50.yaml --image 480x640 --short-side 640 --max-long-side 864
+  ros-amf bench runtime --device cuda --precision fp16 --image 720x1280 --short-side 720 --max-long-side 1280 \
+      --instance-config models/amf_sparseinst_r50.yaml --semantic-config models/fpn_afma_r18.yaml
 """
 from __future__ import annotations
 
@@ -221,7 +227,7 @@ def ros_run(args, params: dict, frames: list[np.ndarray], rate_hz: float) -> dic
     from std_msgs.msg import Header
     from ros_amf.ros.conversions import array_to_image
     from ros_amf.ros.naive_node import NaivePerceptionNode
-    from ros_amf.ros.node import PerceptionNode, SemanticSegmentationNode, InstanceSegmentationNode
+    from ros_amf.ros.node import PerceptionNode
 
     out = {}
     for label, node_class in (("pipelined_node", PerceptionNode), ("naive_node", NaivePerceptionNode)):
@@ -353,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in tasks:
             params[f"{t}.config"] = getattr(args, f"{t}_config")
             params[f"{t}.checkpoint"] = getattr(args, f"{t}_checkpoint")
-        report["ros"] = ros_run(args, params, frames, rate_hz=2 * bare)
+        report["ros"] = ros_run(args, params, frames, rate_hz=2 * max(bare, pipe_fps, naive_fps))
         for label, item in report["ros"].items():
             print(f"ros {label:<15} fed {item['fed']} at {item['feed_rate_hz']:.1f} Hz -> "
                   f"{item['output_fps']:.2f} FPS out, {item['frames_dropped']} dropped")

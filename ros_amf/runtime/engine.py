@@ -35,8 +35,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ros_amf.runtime.models import LoadedModel, share_backbone
-from ros_amf.runtime.outputs import (BadModelOutput, FrameResult, InstanceOutput, NonFiniteOutput, SemanticOutput, id_map_dtype,
+from ros_amf.runtime.models import LoadedModel, check_device, share_backbone
+from ros_amf.runtime.outputs import (BadModelOutput, FrameResult, InstanceOutput, NonFiniteOutput, SemanticOutput,
+                                     id_map_dtype,
                                      instance_tensors, semantic_labels)
 from ros_amf.runtime.preprocess import Geometry, InputSize, preprocess_numpy, preprocess_torch, to_rgb
 from ros_amf.runtime.stats import PipelineStats
@@ -204,10 +205,7 @@ class Engine:
         if instance is None and semantic is None:
             raise ValueError("the engine needs at least one model (instance and/or semantic).")
         self.config = config
-        self.device = torch.device(config.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device '{config.device}' was asked for but CUDA is not available here; "
-                             "set device to 'cpu'.")
+        self.device = check_device(config.device)
         self.dtype = PRECISIONS[config.precision]
         self.models = {m.task: m for m in (instance, semantic) if m is not None}
         for model in self.models.values():
@@ -276,6 +274,8 @@ class Engine:
         return Prepared(frame, tensor, geometry, ready, {"preprocess": _ms(start)})
 
     def infer(self, prepared: Prepared) -> Inferred:
+        # On CUDA this only queues the kernels (the models' streams run side by side); the host-side
+        # "inference" time is then launch time, the GPU time per stream comes from the timing events.
         start = time.perf_counter()
         outputs, done = {}, {}
         order = ["instance", "semantic"] if self.config.joint else list(self.models)
@@ -322,7 +322,7 @@ class Engine:
                 if not _finite(logits):
                     raise NonFiniteOutput("semantic model output holds NaN/inf")
                 host["labels"] = semantic_labels(logits, geometry)
-            # device->host: non-blocking copies into pinned memory, then one wait for all of them
+            # device->host: non-blocking copies issued on the post stream, then one wait for all of them
             host = {k: (v.to("cpu", non_blocking=True) if v.is_cuda else v) for k, v in host.items()}
             end = self.streams.record(stream)
             if end is not None:
@@ -379,11 +379,16 @@ class Engine:
         t0 = self._t0_event
         return [(name, t0.elapsed_time(b), t0.elapsed_time(e)) for name, b, e in list(self.stream_intervals)]
 
-    def warm_up(self, height: int, width: int) -> None:
+    def warm_up(self, height: int, width: int) -> str | None:
         """One throw-away frame through every stage: the first forward allocates and tunes, and would
-        otherwise show up as a latency spike on the first camera frame. Not counted in the stats."""
+        otherwise show up as a latency spike on the first camera frame. Not counted in the stats.
+        Returns the failure message if the frame failed (the caller decides whether to warn)."""
         frame = self.make_frame(np.zeros((height, width, 3), np.uint8), "rgb8")
-        self.postprocess(self.infer(self.preprocess(frame)))
+        try:
+            self.postprocess(self.infer(self.preprocess(frame)))
+        except Exception as exc:  # a bad model output on a black frame is reported, not fatal
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     # ----- synchronous use -----
     def make_frame(self, image: np.ndarray, encoding: str, tag: Any = None, keep_image: bool = False) -> Frame:
@@ -448,10 +453,21 @@ class Engine:
         return True
 
     def stop(self) -> None:
+        """Stop the stage threads; frames still waiting inside are counted as dropped (never lost silently)."""
         self._running.clear()
         for thread in self._threads:
             thread.join(timeout=5.0)
         self._threads.clear()
+        with self._idle:
+            abandoned, self._pending = self._pending, 0
+            self._idle.notify_all()
+        self._slot = LatestSlot(self.config.input_slots)
+        self._q_infer = LatestSlot(self.config.stage_queue)
+        with self._reorder:
+            self._done.clear()
+            self._next_ticket = self._tickets_taken
+        if abandoned > 0:
+            self.stats.dropped(abandoned)
 
     @property
     def in_flight(self) -> int:

@@ -93,6 +93,7 @@ def load_model(task: str, config_path: str | Path | None, checkpoint_path: str |
     if not config_path and not checkpoint_path:
         raise CheckpointError(f"no {task} model given; set the {task}.config parameter (a models/*.yaml file) "
                               f"and/or {task}.checkpoint (a models/*.pt file).")
+    check_device(device)
     cls, build = _config_class(task)
     payload = load_checkpoint(checkpoint_path, task=task) if checkpoint_path else None
     if config_path:
@@ -123,6 +124,23 @@ def load_model(task: str, config_path: str | Path | None, checkpoint_path: str |
     module.eval().to(device)
     return LoadedModel(task=task, name=name, module=module, class_names=class_names,
                        small_object_ids=_small_object_ids(class_names), random_weights=payload is None)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device named by a parameter, or one clear sentence why it cannot be used."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device '{device}' is not a torch device ({exc}); use cpu, cuda or cuda:N.") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{device}' was asked for but CUDA is not available here; set device to 'cpu'.")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device '{device}' does not exist ({torch.cuda.device_count()} CUDA devices); "
+                             "use cuda:0..")
+    elif parsed.type != "cpu":
+        raise ValueError(f"device '{device}' is not supported; use cpu, cuda or cuda:N.")
+    return parsed
 
 
 def _norm(value: Any) -> Any:

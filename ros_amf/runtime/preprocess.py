@@ -93,8 +93,9 @@ def preprocess_numpy(image: np.ndarray, encoding: str, size: InputSize,
     rh, rw = geometry.resized_hw
     # Resize before colour conversion: it touches fewer pixels on the (usually smaller) output.
     source = image if image.ndim == 2 or image.shape[2] > 1 else image[..., 0]
-    if not source.flags.c_contiguous and not (source.strides[-1] == 1 and source.ndim == 3 and
-                                             source.strides[1] == source.shape[2]):
+    # OpenCV takes row-padded images as they are; anything else strided is packed first
+    dense_rows = source.strides[-1] == 1 and (source.ndim == 2 or source.strides[1] == source.shape[2])
+    if not dense_rows:
         source = np.ascontiguousarray(source)
     small = cv2.resize(source, (rw, rh), interpolation=cv2.INTER_LINEAR) if (rh, rw) != (height, width) \
         else source

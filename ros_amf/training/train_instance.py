@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ros_amf.checkpoint import CheckpointError, load_checkpoint, load_state_into
 from ros_amf.config import ConfigError, from_dict, read_yaml, to_dict
 from ros_amf.modeling.instance import InstanceModelConfig, build_instance_model
 from ros_amf.modeling.instance_loss import SparseInstLoss
@@ -128,13 +129,16 @@ def load_run_config(path: str) -> tuple[InstanceModelConfig, TrainConfig]:
 
 def train(model_cfg: InstanceModelConfig, cfg: TrainConfig, dataset, class_names: list[str], out_dir: Path,
           resume: bool = False, device: str | None = None, progress: bool = True,
-          meta: dict[str, Any] | None = None) -> dict[str, Any]:
+          meta: dict[str, Any] | None = None, init: str | None = None) -> dict[str, Any]:
     """Train and return {"model", "iteration", "skipped_steps"}; checkpoints go to out_dir/last.pt."""
     dist = common.init_distributed(prefer_cuda=device != "cpu")
     torch_device = torch.device(device) if device and device != "cuda" else dist.device
     common.seed_everything(cfg.seed + dist.rank)
     model_cfg = dataclasses.replace(model_cfg, num_classes=len(class_names))
-    model = build_instance_model(model_cfg).to(torch_device)
+    model = build_instance_model(model_cfg)
+    if init and not resume:  # start from trained weights (fine-tuning), with a fresh optimizer and schedule
+        load_state_into(model, load_checkpoint(init, task="instance"), init)
+    model = model.to(torch_device)
     ddp_model = common.wrap_ddp(model, dist)
     optimizer = torch.optim.AdamW(common.param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = common.warmup_step_scheduler(optimizer, cfg.warmup_iters, cfg.milestones, cfg.gamma,
@@ -202,6 +206,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--val-split", default="val", help="split evaluated at the end ('' = none)")
     parser.add_argument("--out", required=True, help="run directory (last.pt, metrics.jsonl/.csv, eval)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--init", default=None, help="initialise the model from this checkpoint's weights "
+                                                     "(fine-tuning; optimizer and schedule start fresh)")
     parser.add_argument("--iters", type=int, default=None, help="override train.max_iters")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (e.g. 1 on a shared machine)")
@@ -218,8 +224,8 @@ def main(argv: list[str]) -> int:
         out = Path(args.out)
         meta = {"command": "ros-amf train instance " + " ".join(argv), "data": args.data, "split": args.split}
         result = train(model_cfg, cfg, dataset, class_names, out, args.resume, args.device,
-                       not args.no_progress, meta)
-    except (ConfigError, FileNotFoundError, ValueError, DatasetFileError) as exc:
+                       not args.no_progress, meta, args.init)
+    except (ConfigError, FileNotFoundError, ValueError, DatasetFileError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) != 0:
