@@ -87,3 +87,11 @@ def test_compare_pairs_runs_with_different_labels_in_order():
     text = compare_reports(a, b)
     assert "naive / fixed 10 Hz vs fixed 12 Hz" in text
     assert "only in" not in text
+
+
+def test_a_graph_that_failed_to_start_is_reported_not_lost():
+    report = make_report()
+    report["graphs"][1] = {"name": "naive", "error": "graph 'naive' exited", "runs": [],
+                           "notes": ["graph 'naive' exited"]}
+    text = format_report(report)
+    assert "note: graph 'naive' exited" in text and "(no runs)" in text

@@ -57,6 +57,8 @@ class OutputMonitor:
         self.payloads: dict[str, dict[int, Any]] = {t: {} for t in self.topics}  # topic -> seq -> decoded output
         self._frames: dict[int, FrameRecord] = {}          # stamp -> record
         self._order: list[FrameRecord] = []
+        self._pending: dict[int, FrameRecord] = {}         # incomplete and within the timeout (in flight)
+        self._incomplete: dict[int, FrameRecord] = {}      # incomplete, timed out or not
         self._unmatched = {t: 0 for t in self.topics}
         self._repeated = {t: 0 for t in self.topics}
         self._changed = threading.Condition()
@@ -67,6 +69,8 @@ class OutputMonitor:
             record = FrameRecord(seq, bag_index, stamp_ns, sent_at, warmup)
             self._frames[stamp_ns] = record
             self._order.append(record)
+            self._pending[stamp_ns] = record
+            self._incomplete[stamp_ns] = record
 
     def output(self, topic: str, stamp_ns: int, payload: Any = None, at: float | None = None) -> bool:
         """Record one output; False if its stamp matches no sent frame (counted as unmatched)."""
@@ -80,6 +84,9 @@ class OutputMonitor:
                 self._repeated[topic] += 1
                 return True
             record.arrivals[topic] = at
+            if record.complete(self.topics):
+                self._pending.pop(stamp_ns, None)
+                self._incomplete.pop(stamp_ns, None)
             if self.keep_payloads and payload is not None:
                 self.payloads[topic][record.seq] = payload
             self._changed.notify_all()
@@ -87,15 +94,12 @@ class OutputMonitor:
 
     # -- flow control ---------------------------------------------------------------------------
     def _waiting(self, now: float) -> int:
-        count = 0
-        for record in reversed(self._order):
-            if record.complete(self.topics) or record.gave_up:
-                continue
+        """Frames still awaiting outputs; those older than the timeout are given up (their slot is freed)."""
+        for stamp, record in list(self._pending.items()):
             if now - record.sent_at > self.timeout_s:
                 record.gave_up = True
-                continue
-            count += 1
-        return count
+                del self._pending[stamp]
+        return len(self._pending)
 
     def in_flight(self) -> int:
         with self._changed:
@@ -112,7 +116,7 @@ class OutputMonitor:
         deadline = self.clock() + (self.timeout_s if timeout_s is None else timeout_s)
         with self._changed:
             while True:
-                if all(r.complete(self.topics) for r in self._order):
+                if not self._incomplete:
                     return True
                 remaining = deadline - self.clock()
                 if remaining <= 0:

@@ -16,6 +16,7 @@ one after the other. Unless the environment says otherwise, DDS discovery is kep
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import os
 import signal
@@ -23,11 +24,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from ros_amf.bag.reader import BagError, BagReader
 from ros_amf.bag.replay import MODES, GraphError, ReplayPlan
 from ros_amf.bag.report import ReportError, compare_reports, format_report, load_json, new_report, write_json, write_plots
 
 NODE_NAMES = {"perception": "ros_amf_perception", "instance": "ros_amf_instance", "semantic": "ros_amf_semantic"}
+DEFAULT_PARAMS_FILE = "launch/replay.yaml"
 NAIVE_NODE_NAME = "ros_amf_naive"  # the naive node runs both models, like ros_amf_perception
 NODE_OUTPUTS = {"perception": ["instances", "labels"], "instance": ["instances"], "semantic": ["labels"]}
 
@@ -64,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--node", choices=tuple(NODE_NAMES), default="perception", help="which node to start")
     g.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="ROS parameter for the started node (repeatable), e.g. -p instance.checkpoint:=models/x.pt")
-    g.add_argument("--params-file", help="ROS 2 parameter YAML for the started node")
+    g.add_argument("--params-file", default=DEFAULT_PARAMS_FILE,
+                   help="ROS 2 parameter YAML for the started node(s) (default %(default)s: the shipped CPU models; "
+                        "'none' for the node's built-in defaults); -p overrides single values")
     g.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable",
                    help="QoS of the replayed images, also given to a started node as input_qos/output_qos: "
                         "'reliable' (default) lets the node's frame-dropping policy decide; 'sensor_data' "
@@ -107,6 +113,48 @@ def parse_params(items: list[str]) -> dict[str, str]:
     return params
 
 
+def params_file_for(node_name: str, params_file: str | None, out_dir: Path) -> str | None:
+    """The parameter file for one node: sections are keyed by node name, so the naive node (another
+    name) gets a copy of the perception node's section, written next to the logs."""
+    if not params_file or params_file == "none":
+        return None
+    from ros_amf.ros.params import resolve_path
+
+    path = Path(resolve_path(params_file))
+    if not path.is_file():
+        raise ValueError(f"parameter file '{params_file}' does not exist; pass a ROS 2 parameter YAML or "
+                         f"--params-file none.")
+    sections = yaml.safe_load(path.read_text()) or {}
+    if node_name in sections or "/**" in sections or NODE_NAMES["perception"] not in sections:
+        return str(path)
+    # a deep copy: YAML anchors/aliases for a shared dict are not accepted by rcl's parameter parser
+    section = copy.deepcopy(sections[NODE_NAMES["perception"]])
+    target = out_dir / f"{node_name}.params.yaml"
+    target.write_text(yaml.safe_dump({**sections, node_name: section}))
+    return str(target)
+
+
+def file_parameters(params_file: str | None, node_name: str) -> dict:
+    """The parameters a node reads from its file, flattened to dotted names (for the report's metadata)."""
+    if not params_file:
+        return {}
+    sections = yaml.safe_load(Path(params_file).read_text()) or {}
+    section = sections.get(node_name) or sections.get("/**") or {}
+
+    def flatten(prefix: str, value) -> dict:
+        if isinstance(value, dict):
+            return {k: v for key, sub in value.items() for k, v in flatten(f"{prefix}{key}.", sub).items()}
+        return {prefix[:-1]: value}
+
+    return flatten("", section.get("ros__parameters", {}))
+
+
+def _plain(value) -> str:
+    """A parameter value as the node sees it: -p values are YAML ('' is the empty string)."""
+    parsed = yaml.safe_load(value) if isinstance(value, str) and value else value
+    return "" if parsed is None else str(parsed)
+
+
 def model_metadata(params: dict[str, str], kind: str) -> dict:
     """Model configs and checkpoint hashes named by the node parameters (what the numbers belong to)."""
     from ros_amf.ros.params import PARAMETERS, resolve_path
@@ -115,8 +163,8 @@ def model_metadata(params: dict[str, str], kind: str) -> dict:
     tasks = {"perception": ("instance", "semantic"), "instance": ("instance",), "semantic": ("semantic",)}[kind]
     meta: dict = {"parameters": params}
     for task in tasks:
-        config = resolve_path(str(params.get(f"{task}.config", defaults.get(f"{task}.config", ""))))
-        checkpoint = resolve_path(str(params.get(f"{task}.checkpoint", defaults.get(f"{task}.checkpoint", ""))))
+        config = resolve_path(_plain(params.get(f"{task}.config", defaults.get(f"{task}.config", ""))))
+        checkpoint = resolve_path(_plain(params.get(f"{task}.checkpoint", defaults.get(f"{task}.checkpoint", ""))))
         entry = {"config": config, "checkpoint": checkpoint or None}
         if config and Path(config).is_file():
             entry["config_text"] = Path(config).read_text()
@@ -194,15 +242,17 @@ def _replay(args: argparse.Namespace) -> int:
             continue
         node_name = NAIVE_NODE_NAME if name == "naive" else NODE_NAMES[args.node]
         kind = "naive" if name == "naive" else args.node
+        params_file = params_file_for(node_name, args.params_file, log_dir)
         node_params = {"input_qos": args.qos, "output_qos": args.qos, **params}  # the user's -p wins
-        command = node_command(kind, node_name, [f"{k}:={v}" for k, v in node_params.items()], args.params_file)
+        command = node_command(kind, node_name, [f"{k}:={v}" for k, v in node_params.items()], params_file)
         outputs = args.output_topic or [f"/{node_name}/{o}" for o in NODE_OUTPUTS[args.node]]
+        effective = {**file_parameters(params_file, node_name), **{k: str(v) for k, v in node_params.items()}}
         specs.append(GraphSpec(name, outputs, process=GraphProcess(name, command, str(log_dir / f"{name}.log")),
-                               model=model_metadata(params, args.node)))
+                               model=model_metadata(effective, args.node)))
 
     options = BenchmarkOptions(
-        input_topic=args.input_topic, qos=args.qos, plan=plan, repeat=args.repeat, peak=args.peak, fixed_rates=fixed_rates,
-        trial_frames=args.trial_frames, trial_warmup=args.trial_warmup, peak_start_hz=args.peak_start,
+        input_topic=args.input_topic, qos=args.qos, plan=plan, repeat=args.repeat, peak=args.peak,
+        fixed_rates=fixed_rates, trial_frames=args.trial_frames, trial_warmup=args.trial_warmup, peak_start_hz=args.peak_start,
         peak_max_hz=args.peak_max, idle_seconds=args.idle_seconds, start_timeout_s=args.start_timeout,
         output_timeout_s=args.output_timeout, keep_outputs=ground_truth is not None)
     report = new_report({
@@ -211,16 +261,22 @@ def _replay(args: argparse.Namespace) -> int:
                 "size": f"{frames[0].width}x{frames[0].height}"},
         "parameters": {k: v for k, v in vars(args).items() if k not in ("compare",)},
         "ground_truth": ground_truth.describe() if ground_truth else None})
+    failed = 0
     for spec in specs:
         score = ground_truth.scorer(spec) if ground_truth else None
-        report["graphs"].append(run_graph(spec, frames, options, score))
+        try:
+            report["graphs"].append(run_graph(spec, frames, options, score))
+        except GraphError as err:  # keep the other graph's results; the report says what went wrong
+            print(f"ros-amf replay: {err}", file=sys.stderr)
+            report["graphs"].append({"name": spec.name, "error": str(err), "runs": [], "notes": [str(err)]})
+            failed += 1
     print()
     print(format_report(report))
     if args.json:
         print(f"report: {write_json(report, args.json)}")
     if args.plots:
         print("plots: " + ", ".join(str(p) for p in write_plots(report, args.plots)))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     """Binary HxW mask -> COCO RLE with a str 'counts' (JSON serialisable)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))  # its 'size' holds numpy ints
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def results_to_coco(result, image_id: int, category_ids: list[int]) -> list[dict[str, Any]]:
@@ -44,7 +43,7 @@ def coco_mask_ap(ground_truth: COCO, detections: list[dict[str, Any]], image_ids
         return {name: 0.0 for name in METRIC_NAMES}
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
-        predictions = ground_truth.loadRes(detections)
+        predictions = ground_truth.loadRes([dict(d) for d in detections])  # loadRes adds numpy fields in place
         evaluator = COCOeval(ground_truth, predictions, iouType="segm")
         if image_ids is not None:
             evaluator.params.imgIds = list(image_ids)
