@@ -29,6 +29,33 @@ def test_higher_score_owns_overlapping_pixels_and_boxes_are_tight():
     assert areas.tolist() == [30, 24]
 
 
+def test_empty_masks_and_low_final_scores_are_not_published():
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[0, :2] = True
+    masks[2, 2:] = True          # masks[1] stays empty
+    _, classes, scores, *_ = instance_tensors(masks, torch.tensor([0.9, 0.8, 0.2]), torch.tensor([0, 1, 2]),
+                                              min_score=0.3)
+    assert classes.tolist() == [0] and scores.tolist() == pytest.approx([0.9])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_prescreening_queries_gives_the_same_instances_as_postprocessing_all(seed):
+    from ros_amf.modeling.postprocess import postprocess_instances
+    from ros_amf.runtime.outputs import prescreen_queries
+    g = torch.Generator().manual_seed(seed)
+    outputs = {"pred_logits": torch.randn(1, 40, 5, generator=g) * 3,
+               "pred_masks": torch.randn(1, 40, 16, 24, generator=g) * 4,
+               "pred_scores": torch.randn(1, 40, 1, generator=g) * 3}
+    args = dict(image_size_hw=(60, 90), output_size_hw=(120, 180), score_threshold=0.3, mask_threshold=0.45)
+    full = postprocess_instances(outputs, **args)[0]
+    fast = postprocess_instances(prescreen_queries(outputs, 0.3, 0.45), **args)[0]
+    a = instance_tensors(full.masks, full.scores, full.classes, min_score=0.3)
+    b = instance_tensors(fast.masks, fast.scores, fast.classes, min_score=0.3)
+    assert 0 < len(b[1]) < 40
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
 def test_class_filter_keeps_only_named_classes():
     masks = torch.ones(3, 4, 4, dtype=torch.bool)
     _, classes, *_ = instance_tensors(masks, torch.tensor([0.5, 0.6, 0.7]), torch.tensor([0, 1, 2]),

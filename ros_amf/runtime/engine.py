@@ -37,7 +37,7 @@ import torch
 
 from ros_amf.runtime.models import LoadedModel, check_device, share_backbone
 from ros_amf.runtime.outputs import (BadModelOutput, FrameResult, InstanceOutput, NonFiniteOutput, SemanticOutput,
-                                     id_map_dtype,
+                                     id_map_dtype, prescreen_queries,
                                      instance_tensors, semantic_labels)
 from ros_amf.runtime.preprocess import Geometry, InputSize, preprocess_numpy, preprocess_torch, to_rgb
 from ros_amf.runtime.stats import PipelineStats
@@ -192,7 +192,8 @@ def _ms(start: float) -> float:
 
 
 def _finite(tensor: torch.Tensor) -> bool:
-    return bool(torch.isfinite(tensor).all()) if tensor.is_floating_point() else True
+    # one float32 sum is NaN/inf iff some element is (barring sums beyond 3e38): cheaper than isfinite().all()
+    return bool(torch.isfinite(tensor.sum(dtype=torch.float32))) if tensor.is_floating_point() else True
 
 
 class Engine:
@@ -351,13 +352,17 @@ class Engine:
             if not _finite(outputs[key]):
                 raise NonFiniteOutput(f"instance model output '{key}' holds NaN/inf")
         cfg = self.config
+        outputs = prescreen_queries({k: v.float() for k, v in outputs.items() if torch.is_tensor(v)},
+                                    cfg.score_threshold, cfg.mask_threshold)
         found = self._postprocess_instances(
-            {k: v.float() for k, v in outputs.items() if torch.is_tensor(v)},
+            outputs,
             image_size_hw=geometry.resized_hw, output_size_hw=geometry.original_hw,
             score_threshold=cfg.score_threshold, mask_threshold=cfg.mask_threshold,
             max_instances=cfg.max_instances)[0]
+        # the threshold applies twice: before mask rescoring (cheap, inside postprocess_instances) and on the
+        # final score that is published
         ids, classes, scores, boxes, areas, masks = instance_tensors(found.masks, found.scores, found.classes,
-                                                                     self.class_filter)
+                                                                     self.class_filter, cfg.score_threshold)
         out = {"ids": ids, "classes": classes, "scores": scores, "boxes": boxes, "areas": areas}
         if cfg.keep_masks:
             out["masks"] = masks
