@@ -45,6 +45,7 @@ def save_checkpoint(path: str | Path, *, task: str, model_config: dict[str, Any]
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared and shipped
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -6,7 +6,7 @@
   labels (``median_frequency_weights``), never hard-coded.
 * AFMA term (Eq. 23): mean over B·C·L_full·L_down of (A - G)², G the gold AFMA (Eq. 19-21).
   With A = I Fᵀ/p² and G = U Vᵀ/p² the sum of squares is
-      ‖A‖² - 2⟨A, G⟩ + ‖G‖² = Σ (IᵀI ∘ FᵀF) - 2 Σ (IᵀU ∘ FᵀV) + Σ (UᵀU ∘ VᵀV)   (all / p⁴),
+      ‖A‖² - 2⟨A, G⟩ + ‖G‖² = Σ (IᵀI ∘ FᵀF) - 2 Σ (IᵀU ∘ FᵀV) + Σ (UᵀU ∘ VᵀV)  (all / p⁴),
   products of p² x p² Gram matrices, so neither A nor G is ever built. The Grams are summed
   in float64 because the three terms nearly cancel once A is close to G.
 """
@@ -86,7 +86,8 @@ class SemanticLoss(nn.Module):
         super().__init__()
         weights = torch.ones(num_classes) if class_weights is None else torch.as_tensor(class_weights)
         if weights.shape != (num_classes,):
-            raise ValueError(f"class_weights has {tuple(weights.shape)} entries, the model predicts {num_classes} classes.")
+            raise ValueError(f"class_weights has {tuple(weights.shape)} entries but the model predicts "
+                             f"{num_classes} classes; compute the weights from the same dataset.")
         self.register_buffer("class_weights", weights.float())
         self.segmentation_weight = segmentation_weight
         self.afma_weight = afma_weight

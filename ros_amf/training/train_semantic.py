@@ -30,8 +30,8 @@ from ros_amf.config import ConfigError, load, to_dict
 from ros_amf.data.labels import IGNORE_INDEX
 from ros_amf.modeling.semantic import SemanticModelConfig, build_semantic_model
 from ros_amf.modeling.semantic_loss import SemanticLoss, class_pixel_histogram, median_frequency_weights
-from ros_amf.runtime.preprocess import normalise_batch
 from ros_amf.evaluation.eval_semantic import open_semantic_dataset
+from ros_amf.runtime.preprocess import normalise_batch
 from ros_amf.training import common
 
 TASK = "semantic"
@@ -50,7 +50,7 @@ def parse_hw(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ros-amf train semantic", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, type=Path, help="model YAML (SemanticModelConfig keys), see models/")
-    p.add_argument("--data", required=True, type=Path, help="dataset root (the make-data --out directory or a real one)")
+    p.add_argument("--data", required=True, type=Path, help="dataset root (a make-data --out directory or the dataset folder)")
     p.add_argument("--dataset", choices=["cityscapes", "camvid"], default="cityscapes")
     p.add_argument("--out", required=True, type=Path, help="run directory: last.pt, final.pt, metrics.jsonl/csv")
     p.add_argument("--recipe", choices=["sgd", "adam"], default="adam", help="sgd = paper, adam = authors' code")
@@ -151,7 +151,11 @@ def main(argv: list[str]) -> int:
               f"{len(train_set.class_names)} classes; set num_classes: {len(train_set.class_names)}.", file=sys.stderr)
         return 2
 
-    model = build_semantic_model(cfg).to(dist.device)
+    try:
+        model = build_semantic_model(cfg).to(dist.device)
+    except ValueError as exc:  # e.g. afma_depth beyond what the host's encoder keeps
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return 2
     weights, histogram = class_weights_from(train_set)
     if histogram["absent_classes"] and dist.is_main:
         print(f"note: classes absent from the training labels (weight 0): {', '.join(histogram['absent_classes'])}")
