@@ -11,7 +11,6 @@ ordinary 3x3 convolution"; ``plain_kernel`` selects it (default 1). ``depthwise=
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ros_amf.modeling.layers import conv_norm_relu, norm_layer
