@@ -130,3 +130,37 @@ def test_resume_without_checkpoint_says_what_to_do(tmp_path, capsys):
     code = main(["--config", str(config), "--data", str(root), "--out", str(tmp_path / "none"), "--resume",
                  "--no-progress", "--device", "cpu"])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_crop_trains_on_a_native_scale_window_with_consistent_targets(tmp_path):
+    from ros_amf.training.train_instance import TrainSamples
+    root = write_shapes_dataset(tmp_path / "shapes", images=2, size=96)
+    dataset, _ = open_dataset("coco", str(root), "train")
+    cfg = TrainConfig(min_sizes=(96,), max_size=96, crop=(48, 64), hflip=False)
+    samples = TrainSamples(dataset, cfg)
+    seen_boxes = 0
+    for epoch in range(4):
+        sample = samples[(0, epoch, 96)]
+        assert sample["image"].shape == (48, 64, 3)
+        assert sample["masks"].shape[1:] == (48, 64) and len(sample["masks"]) == len(sample["classes"])
+        for mask, box in zip(sample["masks"], sample["boxes"]):
+            ys, xs = np.nonzero(mask)
+            assert ys.size > 0  # instances cropped away are dropped, not kept empty
+            assert (box[0], box[1]) == (xs.min(), ys.min())
+            seen_boxes += 1
+        # the window is cut from the image at native scale: its pixels appear in the full image
+        full = dataset[0]["image"]
+        matches = [(y, x) for y in range(0, 96 - 48 + 1) for x in range(0, 96 - 64 + 1)
+                   if np.array_equal(full[y:y + 48, x:x + 64], sample["image"])]
+        assert matches
+    assert seen_boxes > 0
+
+
+@pytest.mark.parametrize("crop", [[320], [0, 320]])
+def test_bad_crop_in_config_is_one_clear_error(tmp_path, crop):
+    from ros_amf.config import ConfigError
+    from ros_amf.training.train_instance import load_run_config
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"crop": crop}}))
+    with pytest.raises(ConfigError, match="train.crop must be"):
+        load_run_config(str(config))

@@ -75,3 +75,24 @@ def test_augmentation_scales_crops_and_flips_image_and_label_together():
         if columns[0].size and columns[1].size:
             sides.add("left" if columns[0].mean() < columns[1].mean() else "right")
     assert sides == {"left", "right"}  # some crops were flipped, some not
+
+
+def test_init_fine_tunes_from_given_weights_and_refuses_a_mismatched_checkpoint(tiny_data, tiny_config, tmp_path,
+                                                                                 capsys):
+    _train(tiny_config, tiny_data, tmp_path / "first", 3, "--lr", "1e-2")
+    _train(tiny_config, tiny_data, tmp_path / "fresh", 1, "--lr", "1e-7")
+    _train(tiny_config, tiny_data, tmp_path / "tuned", 1, "--lr", "1e-7", "--init", str(tmp_path / "first" / "final.pt"))
+    first = load_checkpoint(tmp_path / "first" / "final.pt")["state_dict"]
+    fresh = load_checkpoint(tmp_path / "fresh" / "final.pt")["state_dict"]
+    tuned = load_checkpoint(tmp_path / "tuned" / "final.pt")
+    assert tuned["train_state"]["iteration"] == 1  # a fresh schedule, not the first run's
+    weight = "head.conv.weight"
+    assert torch.allclose(tuned["state_dict"][weight].float(), first[weight].float(), atol=1e-5)
+    assert not torch.allclose(fresh[weight].float(), first[weight].float(), atol=1e-3)
+
+    other = tmp_path / "other.yaml"
+    other.write_text(tiny_config.read_text().replace("decoder_channels: 16", "decoder_channels: 24"))
+    argv = ["--config", str(other), "--data", str(tiny_data), "--out", str(tmp_path / "bad"), "--iterations", "1",
+            "--short-side", "64", "--crop", "64x64", "--threads", "1", "--init", str(tmp_path / "first" / "final.pt")]
+    assert train_semantic.main(argv) == 2
+    assert "does not fit this model" in capsys.readouterr().err

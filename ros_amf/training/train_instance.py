@@ -34,7 +34,7 @@ from ros_amf.modeling.instance import InstanceModelConfig, build_instance_model
 from ros_amf.modeling.instance_loss import SparseInstLoss
 from ros_amf.data.collate import collate_batch
 from ros_amf.data.errors import DatasetFileError
-from ros_amf.data.transforms import HorizontalFlip, resize_sample
+from ros_amf.data.transforms import HorizontalFlip, RandomCrop, resize_sample
 from ros_amf.training import common
 
 
@@ -50,6 +50,9 @@ class TrainConfig:
     gamma: float = 0.1
     min_sizes: tuple[int, ...] = (416, 448, 480, 512, 544, 576, 608, 640)  # multi-scale short sides
     max_size: int = 853
+    # [H, W]: after the multi-scale resize, train on a random window of this size. Lets a CPU run
+    # see objects at (or above) native scale for the cost of a smaller image; null = whole image.
+    crop: tuple[int, int] | None = None
     hflip: bool = True
     grad_clip: float = 0.0              # 0 = no clipping; NaN/inf steps are skipped either way
     amp: bool = True                    # CUDA only
@@ -74,7 +77,7 @@ def open_dataset(fmt: str, root: str, split: str):
 
 
 class TrainSamples(torch.utils.data.Dataset):
-    """Indexable by (index, epoch, short_side): read, resize (short side, long side capped), flip.
+    """Indexable by (index, epoch, short_side): read, resize (short side, long side capped), crop, flip.
 
     The flip is drawn from a generator seeded by (seed, epoch, index), so augmentation does not
     depend on loader workers. Crowd regions (``ignore_mask``) are not used by the loss; the
@@ -84,6 +87,7 @@ class TrainSamples(torch.utils.data.Dataset):
     def __init__(self, dataset, cfg: TrainConfig):
         self.dataset, self.cfg = dataset, cfg
         self.flip = HorizontalFlip(0.5 if cfg.hflip else 0.0)
+        self.crop = RandomCrop(tuple(cfg.crop)) if cfg.crop else None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -95,6 +99,8 @@ class TrainSamples(torch.utils.data.Dataset):
         height, width = sample["image"].shape[:2]
         scale = min(short_side / min(height, width), self.cfg.max_size / max(height, width))
         sample = resize_sample(sample, (max(1, round(width * scale)), max(1, round(height * scale))))
+        if self.crop is not None:
+            sample = self.crop(sample, rng)
         return self.flip(sample, rng)
 
 
@@ -124,6 +130,9 @@ def load_run_config(path: str) -> tuple[InstanceModelConfig, TrainConfig]:
         raise ConfigError(f"config file '{path}': unknown section '{unknown[0]}'; use 'model' and 'train'.")
     model = from_dict(InstanceModelConfig, data.get("model", {}), where=f"{path}:model")
     train = from_dict(TrainConfig, data.get("train", {}), where=f"{path}:train")
+    if train.crop is not None and (len(train.crop) != 2 or min(train.crop) <= 0):
+        raise ConfigError(f"config file '{path}': train.crop must be [height, width] in pixels or null, "
+                          f"not {list(train.crop)}.")
     return model, train
 
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from ros_amf.checkpoint import save_checkpoint, sha256_of
+from ros_amf.checkpoint import CheckpointError, load_checkpoint, load_state_into, save_checkpoint, sha256_of
 from ros_amf.config import ConfigError, load, to_dict
 from ros_amf.data.labels import IGNORE_INDEX
 from ros_amf.modeling.semantic import SemanticModelConfig, build_semantic_model
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. to compare two runs at equal iterations")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this checkpoint's weights (fine-tuning) with a fresh optimiser and schedule")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -156,6 +158,12 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:  # e.g. afma_depth beyond what the host's encoder keeps
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return 2
+    if args.init and not args.resume:
+        try:
+            load_state_into(model, load_checkpoint(args.init, task=TASK), args.init)
+        except CheckpointError as exc:
+            print(f"error: --init: {exc}", file=sys.stderr)
+            return 2
     weights, histogram = class_weights_from(train_set)
     if histogram["absent_classes"] and dist.is_main:
         print(f"note: classes absent from the training labels (weight 0): {', '.join(histogram['absent_classes'])}")
