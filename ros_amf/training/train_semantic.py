@@ -10,7 +10,8 @@ Recipes: ``sgd`` (paper: momentum 0.9, weight decay 5e-4, lr 1e-3, /10 at --lr-s
 0.5-2.0, random crop --crop (padding with ignore), horizontal flip.
 AMP on CUDA only; DDP with ``torchrun --nproc_per_node N -m ros_amf.cli train semantic ...``.
 A checkpoint is written atomically every --checkpoint-every iterations (``last.pt``);
-``--resume`` continues from it with the same data order, optimiser and RNG state.
+``--resume`` continues from it with the same data order, optimiser and RNG state; ``--init CKPT``
+instead starts from CKPT's weights with a fresh optimiser and schedule (fine-tuning, e.g. at a new scale).
 ``--max-minutes`` stops early (with a checkpoint) to fit a time budget.
 """
 from __future__ import annotations
