@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train semantic": ("ros_amf.training.train_semantic", "train a semantic host network with or without AFMA"),
     "eval instance": ("ros_amf.evaluation.eval_instance", "COCO mask AP of an instance checkpoint (pycocotools)"),
     "eval semantic": ("ros_amf.evaluation.eval_semantic", "mIoU / mIoU_S / mIoU_L of a semantic checkpoint"),
+    "eval ceiling": ("ros_amf.evaluation.mask_ceiling", "mask AP a perfect SparseInst could reach at an input size"),
     "run": ("ros_amf.ros.launcher", "start the perception node graph from a parameter file"),
     "demo": ("ros_amf.demo", "the main job: bag -> perception node over rclpy -> report"),
     "replay": ("ros_amf.bag.replay_cli", "replay a bag into the node graph, benchmark speed and accuracy"),
