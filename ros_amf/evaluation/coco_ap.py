@@ -2,7 +2,7 @@
 
 ``results_to_coco`` turns ``InstanceResult``s into COCO result dicts; ``coco_mask_ap`` runs
 COCOeval and returns AP, AP50, AP75, APs, APm, APl (fractions in 0..1; -1 where COCO has no
-ground truth of that size).
+ground truth of that size); ``coco_mask_breakdown`` adds AP per category and class-agnostic AP.
 """
 from __future__ import annotations
 
@@ -36,21 +36,50 @@ def results_to_coco(result, image_id: int, category_ids: list[int]) -> list[dict
     return out
 
 
-def coco_mask_ap(ground_truth: COCO, detections: list[dict[str, Any]], image_ids: list[int] | None = None,
-                 verbose: bool = False) -> dict[str, float]:
-    """COCOeval segm summary; with no detections every metric is 0 (pycocotools cannot load an empty list)."""
-    if not detections:
-        return {name: 0.0 for name in METRIC_NAMES}
+def _run_cocoeval(ground_truth: COCO, detections: list[dict[str, Any]], image_ids: list[int] | None,
+                  use_categories: bool, verbose: bool) -> COCOeval:
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         predictions = ground_truth.loadRes([dict(d) for d in detections])  # loadRes adds numpy fields in place
         evaluator = COCOeval(ground_truth, predictions, iouType="segm")
+        evaluator.params.useCats = int(use_categories)
         if image_ids is not None:
             evaluator.params.imgIds = list(image_ids)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    return evaluator
+
+
+def coco_mask_ap(ground_truth: COCO, detections: list[dict[str, Any]], image_ids: list[int] | None = None,
+                 verbose: bool = False) -> dict[str, float]:
+    """COCOeval segm summary; with no detections every metric is 0 (pycocotools cannot load an empty list)."""
+    if not detections:
+        return {name: 0.0 for name in METRIC_NAMES}
+    evaluator = _run_cocoeval(ground_truth, detections, image_ids, True, verbose)
     return {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats[:6])}
+
+
+def coco_mask_breakdown(ground_truth: COCO, detections: list[dict[str, Any]], image_ids: list[int] | None = None
+                        ) -> dict[str, Any]:
+    """Where the AP goes: AP and AP50 per category, and the class-agnostic summary.
+
+    Class-agnostic AP (COCOeval with useCats=0) scores masks whatever class they carry, so its gap to
+    the class-aware AP is what classification costs; its gap to 1 is what localisation and recall cost.
+    Per-category values are -1 for a category with no ground truth in the evaluated images."""
+    if not detections:
+        return {"per_class": {}, "class_agnostic": {name: 0.0 for name in METRIC_NAMES}}
+    evaluator = _run_cocoeval(ground_truth, detections, image_ids, True, False)
+    precision = evaluator.eval["precision"]  # [IoU thresholds, recall points, categories, areas, max dets]
+    per_class = {}
+    for k, category_id in enumerate(evaluator.params.catIds):
+        name = ground_truth.cats[int(category_id)]["name"]
+        all_iou, iou50 = precision[:, :, k, 0, -1], precision[0, :, k, 0, -1]
+        per_class[name] = {"AP": float(all_iou[all_iou > -1].mean()) if (all_iou > -1).any() else -1.0,
+                           "AP50": float(iou50[iou50 > -1].mean()) if (iou50 > -1).any() else -1.0}
+    agnostic = _run_cocoeval(ground_truth, detections, image_ids, False, False)
+    return {"per_class": per_class,
+            "class_agnostic": {name: float(value) for name, value in zip(METRIC_NAMES, agnostic.stats[:6])}}
 
 
 def load_ground_truth(annotation_json: str) -> COCO:

@@ -22,7 +22,7 @@ import torch
 
 from ros_amf.checkpoint import CheckpointError, load_checkpoint, load_state_into
 from ros_amf.config import ConfigError, from_dict
-from ros_amf.evaluation.coco_ap import coco_mask_ap, load_ground_truth, results_to_coco
+from ros_amf.evaluation.coco_ap import coco_mask_ap, coco_mask_breakdown, load_ground_truth, results_to_coco
 from ros_amf.modeling.instance import InstanceModelConfig, build_instance_model
 from ros_amf.modeling.postprocess import postprocess_instances
 from ros_amf.runtime.preprocess import InputSize, preprocess_numpy
@@ -71,7 +71,8 @@ def evaluate_model(model: torch.nn.Module, class_names: list[str], annotation_js
     model.train(was_training)
     evaluated = [i for i in image_ids if str(Path(image_dir) / ground_truth.loadImgs(i)[0]["file_name"]) not in skipped]
     metrics = coco_mask_ap(ground_truth, detections, evaluated) if evaluated else {}
-    return {"metrics": metrics, "images": len(evaluated), "skipped_images": skipped,
+    breakdown = coco_mask_breakdown(ground_truth, detections, evaluated) if evaluated else {}
+    return {"metrics": metrics, **breakdown, "images": len(evaluated), "skipped_images": skipped,
             "latency_ms_mean": statistics.fmean(latencies) if latencies else None,
             "latency_ms_median": statistics.median(latencies) if latencies else None,
             "detections": detections}
@@ -125,6 +126,9 @@ def main(argv: list[str]) -> int:
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     metrics = summary["metrics"]
     print(" ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+    if summary.get("class_agnostic"):
+        print("class-agnostic " + " ".join(f"{k}={v:.3f}" for k, v in summary["class_agnostic"].items()))
+        print("AP50 per class: " + ", ".join(f"{name} {v['AP50']:.2f}" for name, v in summary["per_class"].items()))
     print(f"images={summary['images']} latency_ms mean={summary['latency_ms_mean']:.1f} "
           f"median={summary['latency_ms_median']:.1f} ({args.device}); skipped unreadable images: "
           f"{len(summary['skipped_images'])}")
