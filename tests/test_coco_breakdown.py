@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from ros_amf.evaluation.coco_ap import coco_mask_ap, coco_mask_breakdown, encode_mask, load_ground_truth
+from ros_amf.evaluation.coco_ap import coco_mask_ap, coco_mask_breakdown, encode_mask, load_ground_truth, mask_confusion
 
 
 def _ground_truth(tmp_path):
@@ -37,3 +37,15 @@ def test_no_detections_give_zero_not_an_error(tmp_path):
     breakdown = coco_mask_breakdown(ground_truth, [])
     assert breakdown["class_agnostic"]["AP50"] == 0.0 and breakdown["per_class"] == {}
     assert np.isfinite(list(coco_mask_ap(ground_truth, []).values())).all()
+
+
+def test_confusion_counts_each_instance_once_under_what_it_was_detected_as(tmp_path):
+    ground_truth, (car_mask, person_mask) = _ground_truth(tmp_path)
+    detections = [{"image_id": 1, "category_id": 1, "segmentation": encode_mask(car_mask), "score": 0.9},
+                  {"image_id": 1, "category_id": 1, "segmentation": encode_mask(person_mask), "score": 0.8},
+                  # a weaker, worse-overlapping person detection does not change the person's row
+                  {"image_id": 1, "category_id": 2, "segmentation": encode_mask(person_mask * 0), "score": 0.7}]
+    assert mask_confusion(ground_truth, detections) == {"car": {"car": 1}, "person": {"car": 1}}
+    # below min_score a detection does not count: the person is then missed
+    assert mask_confusion(ground_truth, detections[:1] + [dict(detections[1], score=0.01)]) == {
+        "car": {"car": 1}, "person": {"missed": 1}}

@@ -81,6 +81,7 @@ def test_tiny_model_overfits_synthetic_images_to_high_ap(tmp_path):
     assert code == 0 and written["images"] == 4 and written["latency_ms_mean"] > 0
     assert written["metrics"]["AP50"] >= 0.9
     assert set(written["per_class"]) == set(class_names) and written["class_agnostic"]["AP50"] >= 0.9
+    assert set(written["confusion_iou50"]) == set(class_names)
     assert json.loads((tmp_path / "eval" / "results_segm.json").read_text())[0]["segmentation"]["counts"]
 
 

@@ -82,6 +82,34 @@ def coco_mask_breakdown(ground_truth: COCO, detections: list[dict[str, Any]], im
             "class_agnostic": {name: float(value) for name, value in zip(METRIC_NAMES, agnostic.stats[:6])}}
 
 
+def mask_confusion(ground_truth: COCO, detections: list[dict[str, Any]], image_ids: list[int] | None = None,
+                   iou_threshold: float = 0.5, min_score: float = 0.05) -> dict[str, dict[str, int]]:
+    """For each ground-truth class: what its instances were detected as.
+
+    Each non-crowd ground-truth mask counts once, under the class of the detection (score >= min_score)
+    that overlaps it most, or under "missed" when no detection reaches ``iou_threshold``. It shows which
+    classes are confused with which, which AP alone cannot."""
+    names = {c["id"]: c["name"] for c in ground_truth.loadCats(ground_truth.getCatIds())}
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for detection in detections:
+        if detection["score"] >= min_score:
+            by_image.setdefault(detection["image_id"], []).append(detection)
+    table: dict[str, dict[str, int]] = {name: {} for name in names.values()}
+    for image_id in image_ids if image_ids is not None else ground_truth.getImgIds():
+        candidates = by_image.get(image_id, [])
+        for annotation in ground_truth.loadAnns(ground_truth.getAnnIds(imgIds=image_id, iscrowd=False)):
+            found = "missed"
+            if candidates:
+                ious = mask_utils.iou([d["segmentation"] for d in candidates], [ground_truth.annToRLE(annotation)],
+                                      [0])[:, 0]
+                best = int(np.argmax(ious))
+                if ious[best] >= iou_threshold:
+                    found = names[candidates[best]["category_id"]]
+            row = table[names[annotation["category_id"]]]
+            row[found] = row.get(found, 0) + 1
+    return table
+
+
 def load_ground_truth(annotation_json: str) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(annotation_json)

@@ -22,7 +22,8 @@ import torch
 
 from ros_amf.checkpoint import CheckpointError, load_checkpoint, load_state_into
 from ros_amf.config import ConfigError, from_dict
-from ros_amf.evaluation.coco_ap import coco_mask_ap, coco_mask_breakdown, load_ground_truth, results_to_coco
+from ros_amf.evaluation.coco_ap import (coco_mask_ap, coco_mask_breakdown, load_ground_truth, mask_confusion,
+                                        results_to_coco)
 from ros_amf.modeling.instance import InstanceModelConfig, build_instance_model
 from ros_amf.modeling.postprocess import postprocess_instances
 from ros_amf.runtime.preprocess import InputSize, preprocess_numpy
@@ -72,6 +73,8 @@ def evaluate_model(model: torch.nn.Module, class_names: list[str], annotation_js
     evaluated = [i for i in image_ids if str(Path(image_dir) / ground_truth.loadImgs(i)[0]["file_name"]) not in skipped]
     metrics = coco_mask_ap(ground_truth, detections, evaluated) if evaluated else {}
     breakdown = coco_mask_breakdown(ground_truth, detections, evaluated) if evaluated else {}
+    if evaluated:
+        breakdown["confusion_iou50"] = mask_confusion(ground_truth, detections, evaluated)
     return {"metrics": metrics, **breakdown, "images": len(evaluated), "skipped_images": skipped,
             "latency_ms_mean": statistics.fmean(latencies) if latencies else None,
             "latency_ms_median": statistics.median(latencies) if latencies else None,
@@ -129,6 +132,10 @@ def main(argv: list[str]) -> int:
     if summary.get("class_agnostic"):
         print("class-agnostic " + " ".join(f"{k}={v:.3f}" for k, v in summary["class_agnostic"].items()))
         print("AP50 per class: " + ", ".join(f"{name} {v['AP50']:.2f}" for name, v in summary["per_class"].items()))
+        confused = sorted(((n, truth, found) for truth, row in summary["confusion_iou50"].items()
+                           for found, n in row.items() if found not in (truth, "missed")), reverse=True)[:4]
+        if confused:
+            print("most confused (IoU >= 0.5): " + ", ".join(f"{t} as {f} {n}" for n, t, f in confused))
     print(f"images={summary['images']} latency_ms mean={summary['latency_ms_mean']:.1f} "
           f"median={summary['latency_ms_median']:.1f} ({args.device}); skipped unreadable images: "
           f"{len(summary['skipped_images'])}")
