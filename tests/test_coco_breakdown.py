@@ -30,6 +30,7 @@ def test_wrong_class_costs_class_aware_ap_but_not_class_agnostic_ap(tmp_path):
     assert breakdown["per_class"]["person"]["AP50"] == 0.0
     assert breakdown["class_agnostic"]["AP50"] == pytest.approx(1.0, abs=0.01)
     assert coco_mask_ap(ground_truth, detections)["AP50"] == pytest.approx(0.5, abs=0.01)
+    assert breakdown["metrics"] == coco_mask_ap(ground_truth, detections)
 
 
 def test_no_detections_give_zero_not_an_error(tmp_path):

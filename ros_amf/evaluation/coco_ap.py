@@ -2,7 +2,8 @@
 
 ``results_to_coco`` turns ``InstanceResult``s into COCO result dicts; ``coco_mask_ap`` runs
 COCOeval and returns AP, AP50, AP75, APs, APm, APl (fractions in 0..1; -1 where COCO has no
-ground truth of that size); ``coco_mask_breakdown`` adds AP per category and class-agnostic AP.
+ground truth of that size); ``coco_mask_breakdown`` adds AP per category and class-agnostic AP, and
+``mask_confusion`` what each ground-truth instance was detected as.
 """
 from __future__ import annotations
 
@@ -62,13 +63,14 @@ def coco_mask_ap(ground_truth: COCO, detections: list[dict[str, Any]], image_ids
 
 def coco_mask_breakdown(ground_truth: COCO, detections: list[dict[str, Any]], image_ids: list[int] | None = None
                         ) -> dict[str, Any]:
-    """Where the AP goes: AP and AP50 per category, and the class-agnostic summary.
+    """``coco_mask_ap``'s metrics plus where the AP goes: AP and AP50 per category, and the class-agnostic summary.
 
     Class-agnostic AP (COCOeval with useCats=0) scores masks whatever class they carry, so its gap to
     the class-aware AP is what classification costs; its gap to 1 is what localisation and recall cost.
     Per-category values are -1 for a category with no ground truth in the evaluated images."""
     if not detections:
-        return {"per_class": {}, "class_agnostic": {name: 0.0 for name in METRIC_NAMES}}
+        zeros = {name: 0.0 for name in METRIC_NAMES}
+        return {"metrics": zeros, "per_class": {}, "class_agnostic": dict(zeros)}
     evaluator = _run_cocoeval(ground_truth, detections, image_ids, True, False)
     precision = evaluator.eval["precision"]  # [IoU thresholds, recall points, categories, areas, max dets]
     per_class = {}
@@ -78,7 +80,8 @@ def coco_mask_breakdown(ground_truth: COCO, detections: list[dict[str, Any]], im
         per_class[name] = {"AP": float(all_iou[all_iou > -1].mean()) if (all_iou > -1).any() else -1.0,
                            "AP50": float(iou50[iou50 > -1].mean()) if (iou50 > -1).any() else -1.0}
     agnostic = _run_cocoeval(ground_truth, detections, image_ids, False, False)
-    return {"per_class": per_class,
+    return {"metrics": {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats[:6])},
+            "per_class": per_class,
             "class_agnostic": {name: float(value) for name, value in zip(METRIC_NAMES, agnostic.stats[:6])}}
 
 

@@ -22,8 +22,7 @@ import torch
 
 from ros_amf.checkpoint import CheckpointError, load_checkpoint, load_state_into
 from ros_amf.config import ConfigError, from_dict
-from ros_amf.evaluation.coco_ap import (coco_mask_ap, coco_mask_breakdown, load_ground_truth, mask_confusion,
-                                        results_to_coco)
+from ros_amf.evaluation.coco_ap import coco_mask_breakdown, load_ground_truth, mask_confusion, results_to_coco
 from ros_amf.modeling.instance import InstanceModelConfig, build_instance_model
 from ros_amf.modeling.postprocess import postprocess_instances
 from ros_amf.runtime.preprocess import InputSize, preprocess_numpy
@@ -71,11 +70,11 @@ def evaluate_model(model: torch.nn.Module, class_names: list[str], annotation_js
         detections += results_to_coco(result, image_id, category_ids)
     model.train(was_training)
     evaluated = [i for i in image_ids if str(Path(image_dir) / ground_truth.loadImgs(i)[0]["file_name"]) not in skipped]
-    metrics = coco_mask_ap(ground_truth, detections, evaluated) if evaluated else {}
-    breakdown = coco_mask_breakdown(ground_truth, detections, evaluated) if evaluated else {}
+    breakdown = {"metrics": {}}
     if evaluated:
+        breakdown = coco_mask_breakdown(ground_truth, detections, evaluated)
         breakdown["confusion_iou50"] = mask_confusion(ground_truth, detections, evaluated)
-    return {"metrics": metrics, **breakdown, "images": len(evaluated), "skipped_images": skipped,
+    return {**breakdown, "images": len(evaluated), "skipped_images": skipped,
             "latency_ms_mean": statistics.fmean(latencies) if latencies else None,
             "latency_ms_median": statistics.median(latencies) if latencies else None,
             "detections": detections}
