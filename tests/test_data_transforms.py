@@ -7,7 +7,7 @@ import torch
 from ros_amf.data.collate import collate_batch
 from ros_amf.data.targets import boxes_from_masks
 from ros_amf.data.transforms import (AugmentedDataset, HorizontalFlip, RandomCrop, RandomShortSideResize,
-                                     train_transforms)
+                                     crop_sample, resize_crop_sample, resize_sample, train_transforms)
 from ros_amf.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -61,6 +61,25 @@ def test_crop_removes_instances_cropped_away():
     _assert_consistent(s)
     assert s["image"].shape[:2] == (30, 40)
     assert len(s["masks"]) < 3
+
+
+@pytest.mark.parametrize("size_wh", [(123, 77), (80, 60), (41, 31), (311, 233)])
+def test_resize_crop_equals_resize_then_crop(size_wh):
+    # Training resizes only the crop window; it must give what resizing the whole image then
+    # cropping gives: masks, label and ignore mask exactly, the bilinear image within one level.
+    rng = np.random.default_rng(3)
+    sample = _sample(61, 83)
+    sample["image"] = rng.integers(0, 256, sample["image"].shape, dtype=np.uint8)
+    sample["masks"][:, 10:50:3, 7:70:2] ^= True  # thin stripes: every row and column matters
+    sample["label"] = rng.integers(0, 9, sample["label"].shape, dtype=np.uint8)
+    for _ in range(5):
+        window = RandomCrop((40, 50)).window(size_wh[1], size_wh[0], rng)
+        two_step = crop_sample(resize_sample(sample, size_wh), *window)
+        one_step = resize_crop_sample(sample, size_wh, *window)
+        assert one_step["image"].shape == two_step["image"].shape == (window[2], window[3], 3)
+        assert np.abs(one_step["image"].astype(int) - two_step["image"].astype(int)).max() <= 1
+        for key in ("masks", "label", "ignore_mask", "classes", "boxes"):
+            assert np.array_equal(one_step[key], two_step[key]), key
 
 
 def test_training_pipeline_is_deterministic_under_a_seed_and_varies_with_it():

@@ -70,18 +70,57 @@ def resize_sample(sample: dict, size_wh: tuple[int, int]) -> dict:
     return out
 
 
+def _nearest_exact_source(src: int, dst: int, start: int, count: int) -> np.ndarray:
+    """Source indices of destination pixels start..start+count-1 under cv2's INTER_NEAREST_EXACT.
+    Asked of cv2 itself (an index ramp, resized): its fixed-point rounding differs from
+    floor((x + 0.5) * src / dst) on about one pixel in a few hundred."""
+    ramp = np.arange(src, dtype=np.float32)[None, :].repeat(2, axis=0)
+    mapped = cv2.resize(ramp, (dst, 2), interpolation=cv2.INTER_NEAREST_EXACT)[0]
+    return mapped[start:start + count].astype(np.int64)
+
+
+def resize_crop_sample(sample: dict, size_wh: tuple[int, int], y0: int, x0: int, height: int, width: int) -> dict:
+    """``crop_sample(resize_sample(sample, size_wh), y0, x0, height, width)``, computing only the window.
+
+    Training on crops resizes a few times more pixels than it keeps, most of them in the
+    instance masks; this samples the source at the same points as cv2.resize instead
+    (bilinear: source x = (x + 0.5) / scale - 0.5; nearest-exact: floor((x + 0.5) / scale)), so the
+    result matches the two-step version (masks exactly, the image within one grey level).
+    """
+    h, w = sample["image"].shape[:2]
+    if (w, h) == tuple(size_wh):
+        return crop_sample(sample, y0, x0, height, width)
+    sx, sy = size_wh[0] / w, size_wh[1] / h
+    out = dict(sample)
+    to_source = np.array([[1 / sx, 0, (x0 + 0.5) / sx - 0.5], [0, 1 / sy, (y0 + 0.5) / sy - 0.5]])
+    out["image"] = cv2.warpAffine(sample["image"], to_source, (width, height),
+                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    rows = _nearest_exact_source(h, size_wh[1], y0, height)
+    cols = _nearest_exact_source(w, size_wh[0], x0, width)
+    for key in ("label", "ignore_mask"):
+        if key in sample:
+            out[key] = np.ascontiguousarray(sample[key][rows][:, cols])
+    if "masks" in sample:
+        out["masks"] = np.ascontiguousarray(sample["masks"][:, rows][:, :, cols])
+        out = _drop_empty_instances(out)
+    return out
+
+
 class RandomCrop:
     """Crop a random window of ``size_hw`` (clipped to the image; the collate pads small images)."""
 
     def __init__(self, size_hw: tuple[int, int]):
         self.size_hw = size_hw
 
+    def window(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """(y0, x0, height, width) of a random window in an image of ``height`` x ``width``."""
+        ch, cw = min(self.size_hw[0], height), min(self.size_hw[1], width)
+        y0 = int(rng.integers(0, height - ch + 1))
+        x0 = int(rng.integers(0, width - cw + 1))
+        return y0, x0, ch, cw
+
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        h, w = sample["image"].shape[:2]
-        ch, cw = min(self.size_hw[0], h), min(self.size_hw[1], w)
-        y0 = int(rng.integers(0, h - ch + 1))
-        x0 = int(rng.integers(0, w - cw + 1))
-        return crop_sample(sample, y0, x0, ch, cw)
+        return crop_sample(sample, *self.window(*sample["image"].shape[:2], rng))
 
 
 def crop_sample(sample: dict, y0: int, x0: int, height: int, width: int) -> dict:

@@ -34,7 +34,7 @@ from ros_amf.modeling.instance import InstanceModelConfig, build_instance_model
 from ros_amf.modeling.instance_loss import SparseInstLoss
 from ros_amf.data.collate import collate_batch
 from ros_amf.data.errors import DatasetFileError
-from ros_amf.data.transforms import HorizontalFlip, RandomCrop, resize_sample
+from ros_amf.data.transforms import HorizontalFlip, RandomCrop, resize_crop_sample, resize_sample
 from ros_amf.training import common
 
 
@@ -98,9 +98,11 @@ class TrainSamples(torch.utils.data.Dataset):
         sample = self.dataset[index]
         height, width = sample["image"].shape[:2]
         scale = min(short_side / min(height, width), self.cfg.max_size / max(height, width))
-        sample = resize_sample(sample, (max(1, round(width * scale)), max(1, round(height * scale))))
-        if self.crop is not None:
-            sample = self.crop(sample, rng)
+        size_wh = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if self.crop is None:
+            sample = resize_sample(sample, size_wh)
+        else:  # same window as resize-then-crop, but only the window is resized
+            sample = resize_crop_sample(sample, size_wh, *self.crop.window(size_wh[1], size_wh[0], rng))
         return self.flip(sample, rng)
 
 
