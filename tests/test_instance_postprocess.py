@@ -59,3 +59,18 @@ def test_coco_rle_round_trips_masks():
     detections = results_to_coco(result, image_id=7, category_ids=[11, 22, 33])
     assert detections[0]["category_id"] == 22 and detections[0]["image_id"] == 7
     assert detections[0]["segmentation"]["size"] == [30, 31]
+
+
+def test_labels_per_mask_reports_a_near_tie_under_both_classes():
+    quarter = torch.zeros(8, 8, dtype=torch.bool)
+    quarter[2:6, 2:6] = True
+    outputs = _outputs_from_mask(quarter, class_id=1)
+    outputs["pred_logits"][0, 0] = torch.tensor([-20.0, 0.4, 0.2])  # class 1 ahead of class 2, class 0 ~never
+    one = postprocess_instances(outputs, (32, 32), (32, 32))[0]
+    assert one.classes.tolist() == [1]  # SparseInst: one mask, its best class
+    two = postprocess_instances(outputs, (32, 32), (32, 32), labels_per_mask=2)[0]
+    assert two.classes.tolist() == [1, 2]
+    assert torch.equal(two.masks[0], two.masks[1]) and torch.equal(two.masks[0], one.masks[0])
+    assert torch.isclose(two.scores[0], one.scores[0]) and two.scores[1] < two.scores[0]
+    three = postprocess_instances(outputs, (32, 32), (32, 32), labels_per_mask=3)[0]
+    assert three.classes.tolist() == [1, 2]  # class 0 and the empty query score below 0.005

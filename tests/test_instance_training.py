@@ -82,7 +82,18 @@ def test_tiny_model_overfits_synthetic_images_to_high_ap(tmp_path):
     assert written["metrics"]["AP50"] >= 0.9
     assert set(written["per_class"]) == set(class_names) and written["class_agnostic"]["AP50"] >= 0.9
     assert set(written["confusion_iou50"]) == set(class_names)
-    assert json.loads((tmp_path / "eval" / "results_segm.json").read_text())[0]["segmentation"]["counts"]
+    single = json.loads((tmp_path / "eval" / "results_segm.json").read_text())
+    assert single[0]["segmentation"]["counts"] and written["labels_per_mask"] == 1
+    # two labels per mask: every mask also reported under its runner-up class, at a lower score
+    common_args = ["--checkpoint", str(tmp_path / "tiny.pt"), "--data", str(root), "--split", "train",
+                   "--short-side", "64", "--max-side", "64", "--device", "cpu"]
+    assert eval_main(common_args + ["--labels-per-mask", "2", "--out", str(tmp_path / "eval2")]) == 0
+    double = json.loads((tmp_path / "eval2" / "results_segm.json").read_text())
+    assert json.loads((tmp_path / "eval2" / "metrics.json").read_text())["labels_per_mask"] == 2
+    assert len(double) > len(single)
+    assert {(d["image_id"], d["category_id"], d["score"]) for d in single} <= \
+        {(d["image_id"], d["category_id"], d["score"]) for d in double}
+    assert eval_main(common_args + ["--labels-per-mask", "0"]) == 2
 
 
 def _train_command(config: Path, data: Path, out: Path, *extra: str) -> list[str]:

@@ -41,7 +41,8 @@ def category_ids_for(class_names: list[str], ground_truth) -> list[int]:
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, class_names: list[str], annotation_json: str | Path, image_dir: str | Path,
                    input_size: InputSize, device: torch.device | str = "cpu", limit: int | None = None,
-                   score_threshold: float = 0.005, mask_threshold: float = 0.45) -> dict[str, Any]:
+                   score_threshold: float = 0.005, mask_threshold: float = 0.45,
+                   labels_per_mask: int = 1) -> dict[str, Any]:
     """Run ``model`` over the annotated images; returns metrics, latency and the COCO detections."""
     ground_truth = load_ground_truth(str(annotation_json))
     category_ids = category_ids_for(class_names, ground_truth)
@@ -66,7 +67,8 @@ def evaluate_model(model: torch.nn.Module, class_names: list[str], annotation_js
             torch.cuda.synchronize()
         latencies.append((time.perf_counter() - start) * 1000)
         result = postprocess_instances(outputs, geometry.resized_hw, geometry.original_hw,
-                                       score_threshold=score_threshold, mask_threshold=mask_threshold)[0]
+                                       score_threshold=score_threshold, mask_threshold=mask_threshold,
+                                       labels_per_mask=labels_per_mask)[0]
         detections += results_to_coco(result, image_id, category_ids)
     model.train(was_training)
     evaluated = [i for i in image_ids if str(Path(image_dir) / ground_truth.loadImgs(i)[0]["file_name"]) not in skipped]
@@ -97,6 +99,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--short-side", type=int, default=None, help="input short side (default: model config)")
     parser.add_argument("--max-side", type=int, default=None, help="input long-side cap (default: model config)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--labels-per-mask", type=int, default=1,
+                        help="report each mask under its K best classes (default 1: SparseInst's inference; "
+                             "K > 1 measures how much AP near-tie classifications cost)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=None, help="directory for results JSON + metrics JSON "
@@ -104,6 +109,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.labels_per_mask < 1:
+        print(f"error: --labels-per-mask must be 1 or more, not {args.labels_per_mask}.", file=sys.stderr)
+        return 2
     data = Path(args.data)
     annotations = data / "annotations" / f"instances_{args.split}.json"
     image_dir = data / "images" / args.split
@@ -115,7 +123,7 @@ def main(argv: list[str]) -> int:
         model, cfg, class_names = load_instance_model(args.checkpoint)
         size = InputSize(args.short_side or cfg.input_short_side, args.max_side or cfg.input_max_side)
         report = evaluate_model(model.to(args.device), class_names, annotations, image_dir, size, args.device,
-                                args.limit)
+                                args.limit, labels_per_mask=args.labels_per_mask)
     except (CheckpointError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -124,6 +132,7 @@ def main(argv: list[str]) -> int:
     (out / "results_segm.json").write_text(json.dumps(report.pop("detections")))
     summary = {"checkpoint": str(args.checkpoint), "data": str(data), "split": args.split,
                "input": {"short_side": size.short_side, "max_side": size.max_long_side}, "device": args.device,
+               "labels_per_mask": args.labels_per_mask,
                **report}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     metrics = summary["metrics"]

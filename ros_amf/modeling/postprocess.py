@@ -3,6 +3,11 @@
 score = sqrt(sigmoid(class) * sigmoid(objectness)); keep > score_threshold; rescore by the mean
 mask probability over pixels > mask_threshold; masks cropped to the valid (unpadded) region,
 resized to the original image and thresholded at mask_threshold; top ``max_instances``.
+
+``labels_per_mask`` = 1 is SparseInst's inference (each mask takes its best class). K > 1 also
+reports each mask under its next K-1 classes, each with its own score (the (mask, class) top-k of
+Mask2Former-style evaluation): an evaluation option that shows how much AP is lost to masks that
+are found but whose class is a near tie. The runtime keeps 1: one object, one label.
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ class InstanceResult:
 @torch.no_grad()
 def postprocess_instances(outputs: dict[str, torch.Tensor], image_size_hw: list[tuple[int, int]] | tuple[int, int],
                           output_size_hw: list[tuple[int, int]] | tuple[int, int], score_threshold: float = 0.005,
-                          mask_threshold: float = 0.45, max_instances: int = 100) -> list[InstanceResult]:
+                          mask_threshold: float = 0.45, max_instances: int = 100,
+                          labels_per_mask: int = 1) -> list[InstanceResult]:
     """image_size_hw: valid region of the (resized) input before padding; output_size_hw: original image size.
     Either may be one (h, w) for the whole batch or a list with one per image."""
     logits, masks, objectness = outputs["pred_logits"], outputs["pred_masks"], outputs["pred_scores"]
@@ -44,9 +50,12 @@ def postprocess_instances(outputs: dict[str, torch.Tensor], image_size_hw: list[
     padded_h, padded_w = masks.shape[-2] * 4, masks.shape[-1] * 4  # masks are at 1/4 of the padded input
     results = []
     for b in range(batch):
-        scores, classes = scores_all[b].max(dim=-1)
+        scores, classes = scores_all[b].topk(min(labels_per_mask, scores_all.shape[-1]), dim=-1)  # [N, K]
+        mask_index = torch.arange(len(scores), device=scores.device).repeat_interleave(scores.shape[1])
+        scores, classes = scores.flatten(), classes.flatten()
         keep = scores > score_threshold
-        scores, classes, probs = scores[keep], classes[keep], torch.sigmoid(masks[b][keep].float())
+        scores, classes = scores[keep], classes[keep]
+        probs = torch.sigmoid(masks[b][mask_index[keep]].float())
         binary = probs > mask_threshold
         maskness = (probs * binary).flatten(1).sum(-1) / binary.flatten(1).sum(-1).clamp(min=1e-6)
         scores = scores * maskness
