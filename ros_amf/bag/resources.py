@@ -120,9 +120,14 @@ class ResourceSampler:
     def _run(self) -> None:
         last_cpu, _ = tree_usage(self.pid)
         last_time = time.monotonic()
-        while not self._stop.wait(self.interval_s):
+        while True:
+            # one last reading when stopped: a window shorter than the interval, or a sampler thread
+            # starved by a busy machine, still gets at least one sample instead of none
+            stopping = self._stop.wait(self.interval_s)
             cpu, rss = tree_usage(self.pid)
             now = time.monotonic()
+            if rss == 0:  # the process tree has exited: nothing to read, and no negative CPU delta
+                return
             self._cpu_percent.append(100.0 * (cpu - last_cpu) / max(now - last_time, 1e-6))
             self._rss.append(rss)
             last_cpu, last_time = cpu, now
@@ -130,6 +135,8 @@ class ResourceSampler:
                 if reading.get("gpu_util_percent") is not None:
                     self._gpu_util.append(reading["gpu_util_percent"])
                 self._gpu_mem.append(reading["gpu_memory_used_mib"])
+            if stopping:
+                return
 
     def start(self) -> ResourceSampler:
         if not Path(f"/proc/{self.pid}").exists():
