@@ -84,7 +84,7 @@ def resize_crop_sample(sample: dict, size_wh: tuple[int, int], y0: int, x0: int,
 
     Training on crops resizes a few times more pixels than it keeps, most of them in the
     instance masks; this samples the source at the same points as cv2.resize instead
-    (bilinear: source x = (x + 0.5) / scale - 0.5; nearest-exact: floor((x + 0.5) / scale)), so the
+    (bilinear: source x = (x + 0.5) / scale - 0.5; nearest-exact: cv2's own index map), so the
     result matches the two-step version (masks exactly, the image within one grey level).
     """
     h, w = sample["image"].shape[:2]
