@@ -1,0 +1,31 @@
+"""The checkpoints shipped in models/: each matches its published hash, fits the size limit, and loads
+into the model its own config builds (the pair the launch files and `make demo` use)."""
+from pathlib import Path
+
+import pytest
+
+from ros_amf.checkpoint import load_checkpoint, sha256_of
+from ros_amf.runtime.models import load_model
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+SHIPPED = sorted(MODELS.glob("*.pt"))
+
+
+def test_some_checkpoints_are_shipped():
+    assert {p.name for p in SHIPPED} >= {"amf_sparseinst_r18slim.pt", "fpn_afma_r18slim.pt"}
+
+
+@pytest.mark.parametrize("checkpoint", SHIPPED, ids=lambda p: p.name)
+def test_shipped_checkpoint_matches_its_published_sha256(checkpoint):
+    listed = (MODELS / f"{checkpoint.stem}.sha256").read_text().split()
+    assert listed[1] == checkpoint.name
+    assert listed[0] == sha256_of(checkpoint), f"update models/{checkpoint.stem}.sha256 after re-shipping"
+
+
+@pytest.mark.parametrize("checkpoint", SHIPPED, ids=lambda p: p.name)
+def test_shipped_checkpoint_is_small_and_loads_with_its_config(checkpoint):
+    assert checkpoint.stat().st_size <= 20 * 2 ** 20
+    task = load_checkpoint(checkpoint)["task"]
+    loaded = load_model(task, MODELS / f"{checkpoint.stem}.yaml", checkpoint)
+    assert not loaded.random_weights
+    assert len(loaded.class_names) >= 2
