@@ -21,7 +21,7 @@ setup(
     description="Real-time AMF-SparseInst instance and AFMA semantic segmentation nodes for ROS 2.",
     license="Apache-2.0",
     entry_points={"console_scripts": [
-        "ros-amf = ros_amf.cli:main",
+        "ros-amf = ros_amf.apps.cli:main",
         # Executables that launch files start with `ros2 run` / launch_ros Node(executable=...).
         "perception_node = ros_amf.ros.node:main_perception",
         "instance_node = ros_amf.ros.node:main_instance",

@@ -39,7 +39,7 @@ def run_one(args: argparse.Namespace) -> None:
     """Child process: build inputs, run one implementation, report peak memory and times as JSON."""
     sys.path.insert(0, str(ROOT))
     import torch
-    from ros_amf.modeling.afma import AcrossFeatureMapAttention
+    from ros_amf.modeling.semantic.afma import AcrossFeatureMapAttention
     from tests.afma_reference import naive_forward
 
     torch.set_num_threads(args.threads)

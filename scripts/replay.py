@@ -5,7 +5,7 @@
 """
 import sys
 
-from ros_amf.bag.replay_cli import main
+from ros_amf.apps.replay import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -10,13 +10,14 @@ import time
 import torch
 from torch import nn
 
-from ros_amf.modeling.instance import InstanceModelConfig, build_instance_model
-from ros_amf.modeling.semantic import SemanticModelConfig, build_semantic_model
-from ros_amf.runtime.models import LoadedModel
+from ros_amf.contract.input_size import InputSize
+from ros_amf.modeling.sparseinst.model import InstanceModelConfig, build_instance_model
+from ros_amf.modeling.semantic.model import SemanticModelConfig, build_semantic_model
+from ros_amf.runtime.loading import LoadedModel
 
 TINY_INSTANCE = dict(num_classes=3, backbone_depth=18, backbone_width=8, encoder_channels=16, decoder_channels=16,
                      decoder_convs=1, num_masks=8, groups=2, expand_dim=16, kernel_dim=8, head_norm="gn",
-                     input_short_side=64, input_max_side=96)
+                     input_size=InputSize(64, 96))
 TINY_SEMANTIC = dict(num_classes=4, encoder_depth=18, encoder_width=8, decoder_channels=16, afma=False)
 
 

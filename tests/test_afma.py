@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ros_amf.modeling.afma import AcrossFeatureMapAttention, patchify, unpatchify
-from ros_amf.modeling.semantic_loss import afma_mse
+from ros_amf.modeling.semantic.afma import AcrossFeatureMapAttention, patchify, unpatchify
+from ros_amf.modeling.semantic.loss import afma_mse
 from tests.afma_reference import naive_afma_mse, naive_forward
 
 

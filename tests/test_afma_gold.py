@@ -1,8 +1,8 @@
 """Gold AFMA (Eq. 19-21) on a Fig. 4 style toy scene, checked against hand-computed values."""
 import torch
 
-from ros_amf.modeling.afma import AfmaFactors
-from ros_amf.modeling.semantic_loss import afma_mse, gold_factors
+from ros_amf.modeling.semantic.afma import AfmaFactors
+from ros_amf.modeling.semantic.loss import afma_mse, gold_factors
 from tests.afma_reference import naive_gold_attention
 
 SQUARE, CROSS = 0, 1

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ros_amf.modeling.backbone import ResNetEncoder
-from ros_amf.modeling.deform_conv import ModulatedDeformConv2d, modulated_deform_conv2d
+from ros_amf.modeling.backbones.resnet import ResNetEncoder
+from ros_amf.modeling.backbones.deform_conv import ModulatedDeformConv2d, modulated_deform_conv2d
 
 
 @pytest.mark.parametrize("depth,width,deep_stem,avg_down,dcn", [

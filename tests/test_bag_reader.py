@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from ros_amf.bag.reader import (BagNotFoundError, BagReader, CorruptBagError, TopicNotFoundError,
+from ros_amf.bags.reader import (BagNotFoundError, BagReader, CorruptBagError, TopicNotFoundError,
                                 UnsupportedEncodingError, UnsupportedMessageTypeError, list_topics, read_images)
 from rosbags_writer import frame_pixels, write_image_bag
 

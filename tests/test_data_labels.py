@@ -2,7 +2,7 @@
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as cs_labels, name2label
 
-from ros_amf.data import labels as L
+from ros_amf.contract import labels as L
 
 
 def test_label_id_to_train_id_matches_cityscapesscripts_table():

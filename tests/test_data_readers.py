@@ -9,15 +9,15 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from ros_amf.data.camvid import CamVidDataset
-from ros_amf.data.cityscapes import CityscapesDataset
-from ros_amf.data.coco import CocoInstances
+from ros_amf.data.datasets.camvid import CamVidDataset
+from ros_amf.data.datasets.cityscapes import CityscapesDataset
+from ros_amf.data.datasets.coco import CocoInstances
 from ros_amf.data.errors import DatasetFileError
-from ros_amf.data.export import encode_rle
-from ros_amf.data.labels import (CITYSCAPES_INSTANCE_NAMES, LABEL_ID_TO_TRAIN_ID, SYNTH_THING_NAMES,
+from ros_amf.data.synthetic.export import encode_rle
+from ros_amf.contract.labels import (CITYSCAPES_INSTANCE_NAMES, LABEL_ID_TO_TRAIN_ID, SYNTH_THING_NAMES,
                                  CITYSCAPES_LABEL_ID)
-from ros_amf.data.make_data import make_dataset
-from ros_amf.data.synthetic import render_still
+from ros_amf.data.synthetic.dataset import make_dataset
+from ros_amf.data.synthetic.scene import render_still
 
 SEED, FRAMES, SIZE = 11, 6, (192, 144)
 
@@ -239,8 +239,8 @@ def test_camvid_missing_label_is_named(data_root, tmp_path):
 
 
 def test_uncompressed_rle_written_for_crowds_decodes_to_the_same_mask():
-    from ros_amf.data.coco import decode_segmentation
-    from ros_amf.data.export import uncompressed_rle
+    from ros_amf.data.datasets.coco import decode_segmentation
+    from ros_amf.data.synthetic.export import uncompressed_rle
     rng = np.random.default_rng(0)
     for first_pixel in (False, True):
         mask = rng.random((13, 17)) < 0.3

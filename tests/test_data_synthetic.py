@@ -1,9 +1,9 @@
 """The synthetic street generator: deterministic, small-object rich, masks consistent with labels."""
 import numpy as np
 
-from ros_amf.data.labels import CITYSCAPES_LABEL_ID, coco_size_bucket
-from ros_amf.data.synthetic import render_still
-from ros_amf.data.drive_bag import render_drive
+from ros_amf.contract.labels import CITYSCAPES_LABEL_ID, coco_size_bucket
+from ros_amf.data.synthetic.scene import render_still
+from ros_amf.data.synthetic.drive_bag import render_drive
 
 
 def test_same_seed_and_index_render_the_same_frame():

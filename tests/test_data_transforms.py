@@ -8,7 +8,7 @@ from ros_amf.data.collate import collate_batch
 from ros_amf.data.targets import boxes_from_masks
 from ros_amf.data.transforms import (AugmentedDataset, HorizontalFlip, RandomCrop, RandomShortSideResize,
                                      crop_sample, resize_crop_sample, resize_sample, train_transforms)
-from ros_amf.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ros_amf.contract.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _sample(h=60, w=80):

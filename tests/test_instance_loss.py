@@ -4,8 +4,8 @@ import itertools
 import pytest
 import torch
 
-from ros_amf.modeling.instance_loss import SparseInstLoss, dice_loss, sigmoid_focal_loss
-from ros_amf.modeling.matcher import hungarian_match, match_scores
+from ros_amf.modeling.sparseinst.loss import SparseInstLoss, dice_loss, sigmoid_focal_loss
+from ros_amf.modeling.sparseinst.matcher import hungarian_match, match_scores
 
 
 @pytest.mark.parametrize("seed,num_pred,num_tgt", [(0, 4, 2), (1, 5, 3), (2, 3, 3), (3, 6, 4)])

@@ -3,8 +3,8 @@ import json
 
 import yaml
 
-from ros_amf.modeling.instance import InstanceModelConfig
-from ros_amf.modeling.model_info import main, paper_figure
+from ros_amf.modeling.sparseinst.model import InstanceModelConfig
+from ros_amf.modeling.info import main, paper_figure
 
 
 def test_model_info_rows_add_up(tmp_path, capsys):

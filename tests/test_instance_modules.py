@@ -5,14 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ros_amf.modeling.fem import EffectiveSqueezeExcitation, FeatureEnhancement, SpatialAttention
-from ros_amf.modeling.instance import InstanceModelConfig, build_instance_model
-from ros_amf.modeling.lite_bifpn import LiteBiFPN, TopDownFPN
-from ros_amf.modeling.ppm import PyramidPoolingModule
-from ros_amf.modeling.simam import SimAM
-from ros_amf.modeling.simam_aspp import SimAMASPP
-from ros_amf.modeling.sparseinst_decoder import GroupIAMDecoder
-from ros_amf.modeling.sparseinst_encoder import InstanceContextEncoder
+from ros_amf.modeling.sparseinst.fem import EffectiveSqueezeExcitation, FeatureEnhancement, SpatialAttention
+from ros_amf.modeling.sparseinst.model import InstanceModelConfig, build_instance_model
+from ros_amf.modeling.sparseinst.lite_bifpn import LiteBiFPN, TopDownFPN
+from ros_amf.modeling.sparseinst.ppm import PyramidPoolingModule
+from ros_amf.modeling.sparseinst.simam import SimAM
+from ros_amf.modeling.sparseinst.simam_aspp import SimAMASPP
+from ros_amf.modeling.sparseinst.decoder import GroupIAMDecoder
+from ros_amf.modeling.sparseinst.encoder import InstanceContextEncoder
 
 
 def _grad_flows(module, *inputs):

@@ -4,7 +4,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from ros_amf.evaluation.coco_ap import encode_mask, results_to_coco
-from ros_amf.modeling.postprocess import postprocess_instances
+from ros_amf.modeling.sparseinst.postprocess import postprocess_instances
 from ros_amf.runtime.preprocess import InputSize, plan_geometry
 
 

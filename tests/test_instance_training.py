@@ -14,13 +14,13 @@ import pytest
 import torch
 import yaml
 
-from ros_amf.checkpoint import save_checkpoint
-from ros_amf.config import to_dict
-from ros_amf.evaluation.eval_instance import evaluate_model
-from ros_amf.evaluation.eval_instance import main as eval_main
-from ros_amf.modeling.instance import InstanceModelConfig
+from ros_amf.contract.checkpoint import save_checkpoint
+from ros_amf.contract.config import to_dict
+from ros_amf.evaluation.instance import evaluate_model
+from ros_amf.evaluation.instance import main as eval_main
+from ros_amf.modeling.sparseinst.model import InstanceModelConfig
 from ros_amf.runtime.preprocess import InputSize
-from ros_amf.training.train_instance import TrainConfig, open_dataset, train
+from ros_amf.training.instance import TrainConfig, open_dataset, train
 
 TINY_MODEL = dict(backbone_depth=18, backbone_width=8, encoder_channels=32, decoder_channels=32, decoder_convs=2,
                   num_masks=10, expand_dim=64, kernel_dim=16, head_norm="gn", context="simam_aspp",
@@ -97,7 +97,7 @@ def test_tiny_model_overfits_synthetic_images_to_high_ap(tmp_path):
 
 
 def _train_command(config: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "ros_amf.cli", "train", "instance", "--config", str(config), "--data", str(data),
+    return [sys.executable, "-m", "ros_amf.apps.cli", "train", "instance", "--config", str(config), "--data", str(data),
             "--out", str(out), "--device", "cpu", "--threads", "1", "--no-progress", "--val-split", "", *extra]
 
 
@@ -136,7 +136,7 @@ def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
 
 
 def test_resume_without_checkpoint_says_what_to_do(tmp_path, capsys):
-    from ros_amf.training.train_instance import main
+    from ros_amf.training.instance import main
     root = write_shapes_dataset(tmp_path / "shapes", images=2)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"max_iters": 2, "workers": 0}}))
@@ -146,7 +146,7 @@ def test_resume_without_checkpoint_says_what_to_do(tmp_path, capsys):
 
 
 def test_crop_trains_on_a_native_scale_window_with_consistent_targets(tmp_path):
-    from ros_amf.training.train_instance import TrainSamples
+    from ros_amf.training.instance import TrainSamples
     root = write_shapes_dataset(tmp_path / "shapes", images=2, size=96)
     dataset, _ = open_dataset("coco", str(root), "train")
     cfg = TrainConfig(min_sizes=(96,), max_size=96, crop=(48, 64), hflip=False)
@@ -171,8 +171,8 @@ def test_crop_trains_on_a_native_scale_window_with_consistent_targets(tmp_path):
 
 @pytest.mark.parametrize("crop", [[320], [0, 320]])
 def test_bad_crop_in_config_is_one_clear_error(tmp_path, crop):
-    from ros_amf.config import ConfigError
-    from ros_amf.training.train_instance import load_run_config
+    from ros_amf.contract.config import ConfigError
+    from ros_amf.training.instance import load_run_config
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"crop": crop}}))
     with pytest.raises(ConfigError, match="train.crop must be"):

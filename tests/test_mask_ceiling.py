@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from ros_amf.cli import main as cli_main
-from ros_amf.evaluation.mask_ceiling import mask_ceiling, oracle_outputs
+from ros_amf.apps.cli import main as cli_main
+from ros_amf.evaluation.ceiling import mask_ceiling, oracle_outputs
 from ros_amf.runtime.preprocess import InputSize
 
 

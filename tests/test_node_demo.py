@@ -3,7 +3,7 @@ import json
 
 import yaml
 
-from ros_amf import demo
+from ros_amf.apps import demo
 from rosbags_writer import write_image_bag
 from runtime_helpers import TINY_INSTANCE, TINY_SEMANTIC
 

@@ -8,11 +8,11 @@ import torch
 import yaml
 from rclpy.parameter import Parameter
 
-from ros_amf.checkpoint import CheckpointError, save_checkpoint
-from ros_amf.modeling.instance import InstanceModelConfig, build_instance_model
-from ros_amf.modeling.semantic import SemanticModelConfig, build_semantic_model
+from ros_amf.contract.checkpoint import CheckpointError, save_checkpoint
+from ros_amf.modeling.sparseinst.model import InstanceModelConfig, build_instance_model
+from ros_amf.modeling.semantic.model import SemanticModelConfig, build_semantic_model
 from ros_amf.ros.node import PerceptionNode, SemanticSegmentationNode
-from ros_amf.runtime.models import load_model
+from ros_amf.runtime.loading import load_model
 from ros_helpers import spin_until
 from runtime_helpers import TINY_INSTANCE, TINY_SEMANTIC
 
@@ -24,7 +24,7 @@ def files(tmp_path):
     inst_cfg, sem_cfg = InstanceModelConfig(**TINY_INSTANCE), SemanticModelConfig(**TINY_SEMANTIC)
     paths = {"instance.yaml": tmp_path / "inst.yaml", "semantic.yaml": tmp_path / "sem.yaml"}
     paths["instance.yaml"].write_text(yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v
-                                                      for k, v in TINY_INSTANCE.items()}))
+                                                      for k, v in dataclasses.asdict(inst_cfg).items()}))
     paths["semantic.yaml"].write_text(yaml.safe_dump(TINY_SEMANTIC))
     paths["instance.pt"] = save_checkpoint(tmp_path / "inst.pt", task="instance",
                                            model_config=dataclasses.asdict(inst_cfg), class_names=["a", "b", "c"],
@@ -90,7 +90,7 @@ def test_node_starts_from_config_and_checkpoint_files(ros_context, files):
     node = PerceptionNode(name, context=ros_context, parameter_overrides=params)
     try:
         assert node.engine.config.class_filter == (1,)
-        assert node.engine.config.input_size.short_side == TINY_INSTANCE["input_short_side"]
+        assert node.engine.config.input_size.short_side == TINY_INSTANCE["input_size"].short_side
         assert node.get_parameter("score_threshold").value == 0.3
         assert node.describe_parameter("device").description
     finally:

@@ -18,10 +18,10 @@ def _modules(package):
 
 
 def test_model_and_data_code_imports_without_rclpy():
-    modules = [m for p in ROS_FREE_PACKAGES for m in _modules(p)] + ["ros_amf.config", "ros_amf.checkpoint",
-                                                                      "ros_amf.cli"]
-    if (ROOT / "ros_amf/bag/reader.py").exists():
-        modules.append("ros_amf.bag.reader")
+    modules = [m for p in ROS_FREE_PACKAGES for m in _modules(p)] + ["ros_amf.contract.config", "ros_amf.contract.checkpoint",
+                                                                      "ros_amf.apps.cli"]
+    if (ROOT / "ros_amf/bags/reader.py").exists():
+        modules.append("ros_amf.bags.reader")
     code = ("import importlib, sys\n"
             f"for m in {modules!r}:\n"
             "    importlib.import_module(m)\n"
@@ -46,7 +46,7 @@ def test_every_msg_file_is_listed_in_cmake():
 
 
 def test_cli_names_an_unknown_command_and_lists_known_ones(capsys):
-    from ros_amf import cli
+    from ros_amf.apps import cli
 
     assert cli.main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
@@ -55,7 +55,7 @@ def test_cli_names_an_unknown_command_and_lists_known_ones(capsys):
 
 
 def test_every_cli_verb_points_at_an_existing_module():
-    from ros_amf import cli
+    from ros_amf.apps import cli
 
     for verb, (module, _) in cli.COMMANDS.items():
         assert (ROOT / (module.replace(".", "/") + ".py")).exists(), f"'ros-amf {verb}' points at missing {module}"

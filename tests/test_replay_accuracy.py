@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from std_msgs.msg import Header
 
-from ros_amf.bag.accuracy import (BagGroundTruth, FrameTruth, GroundTruthError, decode_instances, decode_labels,
+from ros_amf.replay.accuracy import (BagGroundTruth, FrameTruth, GroundTruthError, decode_instances, decode_labels,
                                   load_coco_by_stamp, score_instances, score_labels)
-from ros_amf.bag.monitor import FrameRecord
-from ros_amf.bag.reader import BagImage
-from ros_amf.data.export import encode_rle
+from ros_amf.replay.monitor import FrameRecord
+from ros_amf.bags.reader import BagImage
+from ros_amf.data.synthetic.export import encode_rle
 from ros_amf.ros.conversions import array_to_image, instances_message
 from ros_amf.runtime.outputs import InstanceOutput
 

@@ -10,10 +10,10 @@ import yaml
 from rosbags_writer import write_image_bag
 from runtime_helpers import TINY_SEMANTIC
 
-from ros_amf.bag.rclpy_replay import GraphProcess, node_command
-from ros_amf.bag.replay_cli import main
-from ros_amf.bag.reader import read_images
-from ros_amf.bag.report import load_json
+from ros_amf.replay.harness import GraphProcess, node_command
+from ros_amf.apps.replay import main
+from ros_amf.bags.reader import read_images
+from ros_amf.replay.report import load_json
 
 FRAMES = 6
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ros_amf.bag.peak import find_peak_rate, plan_fixed_rates
+from ros_amf.replay.peak import find_peak_rate, plan_fixed_rates
 
 
 def capacity_graph(capacity_hz: float):

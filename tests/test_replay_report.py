@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from ros_amf.bag.monitor import OutputMonitor
-from ros_amf.bag.peak import find_peak_rate
-from ros_amf.bag.report import (ReportError, compare_reports, format_report, load_json, new_report, write_json,
+from ros_amf.replay.monitor import OutputMonitor
+from ros_amf.replay.peak import find_peak_rate
+from ros_amf.replay.report import (ReportError, compare_reports, format_report, load_json, new_report, write_json,
                                 write_plots)
 
 

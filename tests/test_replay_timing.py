@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from ros_amf.bag.monitor import OutputMonitor
-from ros_amf.bag.replay import ReplayPlan, loop_period_ns, publish_schedule, schedule
-from ros_amf.bag.resources import ResourceSampler, idle_baseline, process_tree
+from ros_amf.replay.monitor import OutputMonitor
+from ros_amf.replay.schedule import ReplayPlan, loop_period_ns, publish_schedule, schedule
+from ros_amf.replay.resources import ResourceSampler, idle_baseline, process_tree
 
 STAMPS = [1_000_000_000 + i * 100_000_000 for i in range(5)]            # 10 Hz header stamps
 LOG_TIMES = [5_000_000_000 + i * 100_000_000 + (20_000_000 if i == 3 else 0) for i in range(5)]  # frame 3 late

@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from ros_amf.runtime import bench
+from ros_amf.apps import bench
 from runtime_helpers import TINY_INSTANCE, TINY_SEMANTIC
 
 

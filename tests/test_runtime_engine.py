@@ -40,7 +40,7 @@ def test_empty_masks_and_low_final_scores_are_not_published():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_prescreening_queries_gives_the_same_instances_as_postprocessing_all(seed):
-    from ros_amf.modeling.postprocess import postprocess_instances
+    from ros_amf.modeling.sparseinst.postprocess import postprocess_instances
     from ros_amf.runtime.outputs import prescreen_queries
     g = torch.Generator().manual_seed(seed)
     outputs = {"pred_logits": torch.randn(1, 40, 5, generator=g) * 3,

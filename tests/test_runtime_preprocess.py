@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from ros_amf.runtime.preprocess import (IMAGENET_MEAN, IMAGENET_STD, InputSize, plan_geometry, preprocess_numpy,
+from ros_amf.contract.pixels import IMAGENET_MEAN, IMAGENET_STD
+from ros_amf.runtime.preprocess import (InputSize, plan_geometry, preprocess_numpy,
                                         preprocess_torch, to_rgb)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ros_amf.modeling.semantic_loss import SemanticLoss, class_pixel_histogram, median_frequency_weights
+from ros_amf.modeling.semantic.loss import SemanticLoss, class_pixel_histogram, median_frequency_weights
 
 
 def test_median_frequency_weights_on_known_histogram():

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ros_amf.data.labels import CITYSCAPES_SMALL_TRAIN_IDS, CITYSCAPES_TRAIN_NAMES, LABEL_ID_TO_TRAIN_ID
+from ros_amf.contract.labels import CITYSCAPES_SMALL_TRAIN_IDS, CITYSCAPES_TRAIN_NAMES, LABEL_ID_TO_TRAIN_ID
 from ros_amf.evaluation.miou import ConfusionMatrix, format_table, iou_per_class, summarize
 
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ros_amf.modeling.semantic import ARCHITECTURES, SemanticModelConfig, build_semantic_model
-from ros_amf.modeling.semantic_loss import SemanticLoss
+from ros_amf.modeling.semantic.model import ARCHITECTURES, SemanticModelConfig, build_semantic_model
+from ros_amf.modeling.semantic.loss import SemanticLoss
 
 
 def _tiny(architecture, afma, depth=2):

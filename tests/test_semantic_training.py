@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from ros_amf.checkpoint import load_checkpoint
-from ros_amf.data.make_data import make_dataset
-from ros_amf.evaluation import eval_semantic
-from ros_amf.training import train_semantic
-from ros_amf.training.train_semantic import augment
+from ros_amf.contract.checkpoint import load_checkpoint
+from ros_amf.data.synthetic.dataset import make_dataset
+from ros_amf.evaluation import semantic as eval_semantic
+from ros_amf.training import semantic as train_semantic
+from ros_amf.training.semantic import augment
 
 
 @pytest.fixture(scope="module")

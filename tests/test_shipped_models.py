@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ros_amf.checkpoint import load_checkpoint, sha256_of
-from ros_amf.runtime.models import load_model
+from ros_amf.contract.checkpoint import load_checkpoint, sha256_of
+from ros_amf.runtime.loading import load_model
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 SHIPPED = sorted(MODELS.glob("*.pt"))

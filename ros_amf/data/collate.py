@@ -5,22 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ros_amf.data.labels import IGNORE_INDEX
-from ros_amf.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
-
-PAD_MULTIPLE = 32
-
-
-def _pad_to(value: int, multiple: int = PAD_MULTIPLE) -> int:
-    return (value + multiple - 1) // multiple * multiple
-
-
-def normalize_image(image: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 RGB -> float32 [3, H, W], (x/255 - mean) / std."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (t - mean) / std
+from ros_amf.contract.labels import IGNORE_INDEX
+from ros_amf.contract.input_size import pad_to
+from ros_amf.contract.pixels import normalise
 
 
 def collate_batch(samples: list[dict]) -> dict:
@@ -31,8 +18,8 @@ def collate_batch(samples: list[dict]) -> dict:
     [B,Hp,Wp] with padding = 255 (ignored), "ignore_masks" bool [B,Hp,Wp] and per-image lists
     "masks" (bool [N,Hp,Wp]), "classes" (long [N]), "boxes" (float [N,4] xyxy).
     """
-    hp = _pad_to(max(s["image"].shape[0] for s in samples))
-    wp = _pad_to(max(s["image"].shape[1] for s in samples))
+    hp = pad_to(max(s["image"].shape[0] for s in samples))
+    wp = pad_to(max(s["image"].shape[1] for s in samples))
     b = len(samples)
     images = torch.zeros(b, 3, hp, wp)
     batch: dict = {"images": images, "image_sizes": [], "image_ids": [s.get("image_id") for s in samples]}
@@ -42,7 +29,7 @@ def collate_batch(samples: list[dict]) -> dict:
         batch.update(masks=[], classes=[], boxes=[], ignore_masks=torch.zeros(b, hp, wp, dtype=torch.bool))
     for i, s in enumerate(samples):
         h, w = s["image"].shape[:2]
-        images[i, :, :h, :w] = normalize_image(s["image"])
+        images[i, :, :h, :w] = normalise(torch.from_numpy(np.ascontiguousarray(s["image"])).permute(2, 0, 1))
         batch["image_sizes"].append((h, w))
         if "labels" in batch:
             batch["labels"][i, :h, :w] = torch.from_numpy(s["label"].astype(np.int64))

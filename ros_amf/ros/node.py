@@ -26,7 +26,7 @@ from ros_amf.ros.conversions import (BadImage, array_to_image, image_to_array, i
                                      instances_message, label_info_message)
 from ros_amf.ros.params import resolve_path, specs_for
 from ros_amf.runtime.engine import Engine, EngineConfig
-from ros_amf.runtime.models import LoadedModel, class_colours, load_model
+from ros_amf.runtime.loading import LoadedModel, class_colours, load_model
 from ros_amf.runtime.outputs import FrameResult, overlay, palette
 from ros_amf.runtime.preprocess import InputSize
 from ros_amf.runtime.stats import PipelineStats
@@ -98,8 +98,9 @@ class PerceptionNode(Node):
             class_filter = tuple(instance.class_names.index(n) for n in p["class_filter"] if n)
         short, long_ = int(p["input_short_side"]), int(p["input_max_long_side"])
         cfg_model = getattr(instance.module, "cfg", None) if instance is not None else None
-        short = short or int(getattr(cfg_model, "input_short_side", 320))
-        long_ = long_ or max(short, int(getattr(cfg_model, "input_max_side", 544)))
+        model_size = cfg_model.input_size if cfg_model is not None else InputSize()
+        short = short or model_size.short_side
+        long_ = long_ or max(short, model_size.max_long_side)
         self.stats = PipelineStats()
         self.engine = Engine(
             EngineConfig(input_size=InputSize(short, long_), device=device, precision=p["precision"],

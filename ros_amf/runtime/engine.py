@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ros_amf.runtime.models import LoadedModel, check_device, share_backbone
+from ros_amf.runtime.loading import LoadedModel, check_device, share_backbone
 from ros_amf.runtime.outputs import (BadModelOutput, FrameResult, InstanceOutput, NonFiniteOutput, SemanticOutput,
                                      id_map_dtype, prescreen_queries,
                                      instance_tensors, semantic_labels)
@@ -228,7 +228,7 @@ class Engine:
         self.on_error = on_error
         self._postprocess_instances = None
         if "instance" in self.models:
-            from ros_amf.modeling.postprocess import postprocess_instances
+            from ros_amf.modeling.sparseinst.postprocess import postprocess_instances
             self._postprocess_instances = postprocess_instances
         self._seq = itertools.count()
         self._slot = LatestSlot(config.input_slots)

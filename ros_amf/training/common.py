@@ -25,7 +25,7 @@ API (all plain functions/classes, no global state besides what torch.distributed
   on worker processes.
 - ``capture_rng_state()`` / ``restore_rng_state(state)``: python/numpy/torch(/cuda) RNG states.
 - ``save_training_checkpoint(path, ...)`` / ``load_training_checkpoint(path, model, ...)``:
-  atomic checkpoint (via ros_amf.checkpoint) holding model, optimizer, scheduler, scaler,
+  atomic checkpoint (via ros_amf.contract.checkpoint) holding model, optimizer, scheduler, scaler,
   iteration, sampler position, RNG states and guard counters; loading restores all of them.
 - ``MetricLogger(out_dir, resume_iteration=None, enabled=True)``: appends one row per logged
   iteration to ``metrics.jsonl`` and ``metrics.csv`` (every loss term a column); on resume it
@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ros_amf.checkpoint import load_checkpoint, save_checkpoint
+from ros_amf.contract.checkpoint import load_checkpoint, save_checkpoint
 
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm,
                nn.InstanceNorm2d)
@@ -292,7 +292,7 @@ def load_training_checkpoint(path: str | Path, *, task: str, model: nn.Module,
                              scaler: torch.amp.GradScaler | None = None, sampler: ResumableSampler | None = None,
                              guard: GradientGuard | None = None) -> dict[str, Any]:
     """Restore a training checkpoint in place; returns the payload (``train_state['iteration']``)."""
-    from ros_amf.checkpoint import CheckpointError, load_state_into
+    from ros_amf.contract.checkpoint import CheckpointError, load_state_into
     payload = load_checkpoint(path, task=task)
     load_state_into(unwrap(model), payload, path)
     state = payload.get("train_state")

@@ -1,0 +1,60 @@
+"""The one command-line entry point: ``ros-amf <verb> [args]``.
+
+Each verb lives in its own module exposing ``main(argv: list[str]) -> int``; modules are
+imported only when their verb runs, so ``ros-amf make-data`` never imports torch or rclpy.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb (one or two words) -> module with main(argv)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "make-data": ("ros_amf.data.synthetic.dataset", "write the synthetic street-scene dataset (COCO, Cityscapes, CamVid, bags)"),
+    "model-info": ("ros_amf.modeling.info", "parameters and GFLOPs per module of a model config"),
+    "train instance": ("ros_amf.training.instance", "train SparseInst / AMF-SparseInst"),
+    "train semantic": ("ros_amf.training.semantic", "train a semantic host network with or without AFMA"),
+    "eval instance": ("ros_amf.evaluation.instance", "COCO mask AP of an instance checkpoint (pycocotools)"),
+    "eval semantic": ("ros_amf.evaluation.semantic", "mIoU / mIoU_S / mIoU_L of a semantic checkpoint"),
+    "eval ceiling": ("ros_amf.evaluation.ceiling", "mask AP a perfect SparseInst could reach at an input size"),
+    "run": ("ros_amf.ros.launcher", "start the perception node graph from a parameter file"),
+    "demo": ("ros_amf.apps.demo", "the main job: bag -> perception node over rclpy -> report"),
+    "replay": ("ros_amf.apps.replay", "replay a bag into the node graph, benchmark speed and accuracy"),
+    "bench runtime": ("ros_amf.apps.bench", "bare model vs pipelined runtime vs naive node"),
+}
+
+
+def _usage() -> str:
+    width = max(len(v) for v in COMMANDS)
+    lines = ["usage: ros-amf <command> [options]", "", "commands:"]
+    lines += [f"  {verb:<{width}}  {text}" for verb, (_, text) in COMMANDS.items()]
+    lines += ["", "Run 'ros-amf <command> --help' for the options of one command."]
+    return "\n".join(lines)
+
+
+def resolve(argv: list[str]) -> tuple[str, list[str]] | None:
+    """Find the longest verb (two words before one) at the start of argv."""
+    if len(argv) >= 2 and f"{argv[0]} {argv[1]}" in COMMANDS:
+        return f"{argv[0]} {argv[1]}", argv[2:]
+    if argv and argv[0] in COMMANDS:
+        return argv[0], argv[1:]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    found = resolve(argv)
+    if found is None:
+        print(f"ros-amf: unknown command '{' '.join(argv[:2])}'; run 'ros-amf --help' for the list.",
+              file=sys.stderr)
+        return 2
+    verb, rest = found
+    module = importlib.import_module(COMMANDS[verb][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""What the networks expect of a pixel: supported image encodings, channel order and normalisation.
+
+Every path that feeds a model (runtime CPU and device paths, training batches, evaluation)
+normalises with :func:`normalise` or the equivalent fused :meth:`PixelNormalisation.affine`, so
+there is one definition of the maths: ``(x / 255 - mean) / std`` on RGB.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# ImageNet statistics on 0..1 RGB (torchvision weights); the shipped models were trained with them.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# encoding -> (channels in the message, channel indices that give R, G, B)
+ENCODINGS: dict[str, tuple[int, tuple[int, int, int]]] = {
+    "rgb8": (3, (0, 1, 2)),
+    "bgr8": (3, (2, 1, 0)),
+    "rgba8": (4, (0, 1, 2)),
+    "bgra8": (4, (2, 1, 0)),
+    "mono8": (1, (0, 0, 0)),
+}
+
+
+@dataclass(frozen=True)
+class PixelNormalisation:
+    """Mean and std on 0..1 RGB that a set of weights expects."""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, bias) with (x/255 - mean)/std == x*scale - bias: one fused multiply-add per pixel."""
+        std = np.asarray(self.std, np.float32)
+        return (1.0 / (255.0 * std)).astype(np.float32), (np.asarray(self.mean, np.float32) / std)
+
+
+IMAGENET = PixelNormalisation()
+
+
+def normalise(images: torch.Tensor, norm: PixelNormalisation = IMAGENET) -> torch.Tensor:
+    """[B,3,H,W] or [3,H,W] RGB in 0..255 (uint8 or float) -> float32 (x/255 - mean)/std."""
+    scale, bias = (torch.from_numpy(a).to(images.device) for a in norm.affine())
+    shape = (3, 1, 1) if images.dim() == 3 else (1, 3, 1, 1)
+    return images.float() * scale.view(shape) - bias.view(shape)
+
+
+def to_rgb(image: np.ndarray, encoding: str) -> np.ndarray:
+    """HxWxC (or HxW for mono8) array of ``encoding`` -> HxWx3 RGB uint8 (a view where possible)."""
+    channels, order = ENCODINGS[encoding]
+    if channels == 1:
+        plane = image if image.ndim == 2 else image[..., 0]
+        return np.repeat(plane[..., None], 3, axis=2)
+    if order == (0, 1, 2):
+        return image[..., :3]
+    return image[..., [2, 1, 0]] if channels == 3 else image[..., 2::-1]

@@ -1,0 +1,110 @@
+"""``ros-amf eval ceiling``: the COCO mask AP a perfect SparseInst could reach at a given input size.
+
+    ros-amf eval ceiling --data DATA/coco --split val --short-side 320 384 480
+
+SparseInst predicts masks at 1/4 of the padded network input, and post-processing upsamples them
+bilinearly and thresholds at 0.45. An object a few pixels wide therefore cannot be segmented at
+IoU >= 0.5 at a small input, whatever the training. This command measures that bound on your data:
+each ground-truth mask is resized to the network input, area-averaged onto the 1/4 grid (the best
+soft mask that grid can hold), turned into logits, and sent through the real post-processing
+(``postprocess_instances``) and the real COCOeval (``coco_mask_ap``) with its true class. The
+result separates "the model is under-trained" (AP far below the ceiling) from "the input is too
+small for these objects" (ceiling itself low).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ros_amf.evaluation.coco_ap import METRIC_NAMES, coco_mask_ap, load_ground_truth, results_to_coco
+from ros_amf.modeling.sparseinst.postprocess import postprocess_instances
+from ros_amf.runtime.preprocess import InputSize, plan_geometry
+
+MASK_STRIDE = 4  # SparseInst's masks are at 1/4 of the padded input
+CERTAIN_LOGIT = 12.0  # sigmoid(12) = 0.999994: the oracle is sure of class and objectness
+
+
+def oracle_outputs(gt_masks: np.ndarray, gt_classes: list[int], num_classes: int, input_size: InputSize
+                   ) -> tuple[dict[str, torch.Tensor], tuple[int, int], tuple[int, int]]:
+    """Model-shaped outputs of a perfect predictor for one image.
+
+    gt_masks: [N, H, W] 0/1 at the original size. Returns (outputs, valid input hw, original hw) ready
+    for ``postprocess_instances``."""
+    n, height, width = gt_masks.shape
+    geometry = plan_geometry(height, width, input_size)
+    (rh, rw), (ph, pw) = geometry.resized_hw, geometry.padded_hw
+    masks = torch.from_numpy(gt_masks.astype(np.float32))[:, None]
+    # antialias: a downscaled mask keeps its area as fractional coverage, as the image does
+    resized = F.interpolate(masks, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+    padded = F.pad(resized, (0, pw - rw, 0, ph - rh))
+    coverage = F.avg_pool2d(padded, MASK_STRIDE)[:, 0].clamp(1e-6, 1 - 1e-6)
+    logits = torch.full((1, n, num_classes), -CERTAIN_LOGIT)
+    logits[0, torch.arange(n), torch.as_tensor(gt_classes, dtype=torch.long)] = CERTAIN_LOGIT
+    outputs = {"pred_logits": logits, "pred_masks": torch.logit(coverage)[None],
+               "pred_scores": torch.full((1, n, 1), CERTAIN_LOGIT)}
+    return outputs, (rh, rw), (height, width)
+
+
+def mask_ceiling(annotation_json: str | Path, input_size: InputSize, limit: int | None = None) -> dict[str, Any]:
+    """COCO mask AP of the oracle predictor at ``input_size`` over the (first ``limit``) annotated images."""
+    ground_truth = load_ground_truth(str(annotation_json))
+    category_ids = sorted(ground_truth.getCatIds())
+    class_of = {cat: k for k, cat in enumerate(category_ids)}
+    image_ids = sorted(ground_truth.getImgIds())[:limit]
+    detections, instances = [], 0
+    for image_id in image_ids:
+        annotations = ground_truth.loadAnns(ground_truth.getAnnIds(imgIds=image_id, iscrowd=False))
+        if not annotations:
+            continue
+        masks = np.stack([ground_truth.annToMask(a) for a in annotations])
+        classes = [class_of[a["category_id"]] for a in annotations]
+        outputs, valid_hw, original_hw = oracle_outputs(masks, classes, len(category_ids), input_size)
+        result = postprocess_instances(outputs, valid_hw, original_hw, max_instances=len(annotations))[0]
+        detections += results_to_coco(result, image_id, category_ids)
+        instances += len(annotations)
+    metrics = coco_mask_ap(ground_truth, detections, image_ids)
+    return {"input": {"short_side": input_size.short_side, "max_long_side": input_size.max_long_side},
+            "images": len(image_ids), "instances": instances, "metrics": metrics}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ros-amf eval ceiling", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="COCO-layout directory (annotations/instances_<split>.json)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--short-side", type=int, nargs="+", default=[320, 384, 480],
+                        help="input short sides to measure (the long side is capped at 4/3 of each)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--out", default=None, help="write the table as JSON here")
+    args = parser.parse_args(argv)
+    annotation_json = Path(args.data) / "annotations" / f"instances_{args.split}.json"
+    if not annotation_json.is_file():
+        print(f"ros-amf eval ceiling: '{annotation_json}' does not exist; point --data at a COCO-layout directory "
+              "and --split at one of its annotation files.", file=sys.stderr)
+        return 2
+    try:
+        sizes = [InputSize(s, (s * 4 + 2) // 3) for s in args.short_side]
+    except ValueError as error:
+        print(f"ros-amf eval ceiling: {error}", file=sys.stderr)
+        return 2
+    rows = [mask_ceiling(annotation_json, size, args.limit) for size in sizes]
+    print(f"mask-resolution ceiling ({rows[0]['images']} images, {rows[0]['instances']} instances; "
+          "perfect classes and masks at 1/4 of the input)")
+    print("| input | " + " | ".join(METRIC_NAMES) + " |")
+    print("|---" * (len(METRIC_NAMES) + 1) + "|")
+    for row in rows:
+        size = row["input"]
+        print(f"| {size['short_side']}/{size['max_long_side']} | "
+              + " | ".join(f"{row['metrics'][m]:.3f}" for m in METRIC_NAMES) + " |")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+        print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,90 @@
+"""SparseInst / AMF-SparseInst: backbone -> instance context encoder -> G-IAM decoder.
+
+``build_instance_model(InstanceModelConfig(...))`` gives the model; the config switches
+``context`` ('ppm' = SparseInst, 'simam_aspp'), ``lite_bifpn`` and ``fem`` select any Table 4 row
+of the AMF-SparseInst paper. forward(images [B,3,H,W] normalised, H and W multiples of 32) ->
+{"pred_logits" [B,N,K], "pred_masks" [B,N,H/4,W/4], "pred_scores" [B,N,1] (objectness logits)}.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ros_amf.contract.input_size import InputSize, legacy_input_size_keys
+from ros_amf.modeling.backbones.resnet import ResNetEncoder
+from ros_amf.modeling.sparseinst.decoder import GroupIAMDecoder
+from ros_amf.modeling.sparseinst.encoder import InstanceContextEncoder
+
+
+@dataclass
+class InstanceModelConfig:
+    num_classes: int = 80
+    # backbone (ResNet; 'deep_stem' + 'avg_down' = ResNet-d; dcn_stages e.g. [3, 4, 5] = DCNv2 in res3..res5)
+    backbone_depth: int = 50
+    backbone_width: int = 64
+    deep_stem: bool = False
+    avg_down: bool = False
+    dcn_stages: tuple[int, ...] = ()
+    # encoder
+    encoder_channels: int = 256
+    context: Literal["ppm", "simam_aspp"] = "ppm"
+    lite_bifpn: bool = False
+    fem: bool = False
+    aspp_rates: tuple[int, ...] = (6, 18, 24)
+    aspp_plain_kernel: int = 1
+    aspp_dropout: float = 0.1
+    aspp_depthwise: bool = True
+    aspp_simam: bool = True
+    simam_lambda: float = 1e-4
+    fem_weights: tuple[float, float] = (0.6, 0.4)  # (W3 spatial, W5 channel), Eq. 6 / Table 8
+    fem_connection: Literal["parallel", "serial", "channel", "spatial"] = "parallel"
+    # decoder
+    decoder_channels: int = 256
+    decoder_convs: int = 4
+    num_masks: int = 100
+    groups: int = 4
+    expand_dim: int = 1024
+    kernel_dim: int = 128
+    # 'none' = official SparseInst heads; 'gn' adds GroupNorm to encoder/decoder convs (slim from-scratch models)
+    head_norm: Literal["none", "gn"] = "none"
+    # inference input (short side, long-side cap); the runtime, evaluator and trainer's validation read it.
+    # 640 / 864 is SparseInst's official test size.
+    input_size: InputSize = InputSize(640, 864)
+
+    @staticmethod
+    def upgrade_legacy_keys(data: dict) -> dict:
+        """Configs and checkpoints written before ``input_size`` had two flat keys; map them."""
+        return legacy_input_size_keys(data)
+
+
+class SparseInst(nn.Module):
+    def __init__(self, cfg: InstanceModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = ResNetEncoder(depth=cfg.backbone_depth, width=cfg.backbone_width, deep_stem=cfg.deep_stem,
+                                      avg_down=cfg.avg_down, dcn_stages=tuple(cfg.dcn_stages))
+        c3, c4, c5 = self.backbone.out_channels[3:]
+        self.encoder = InstanceContextEncoder(
+            (c3, c4, c5), cfg.encoder_channels, context=cfg.context, lite_bifpn=cfg.lite_bifpn, fem=cfg.fem,
+            aspp_rates=tuple(cfg.aspp_rates), aspp_plain_kernel=cfg.aspp_plain_kernel, aspp_dropout=cfg.aspp_dropout,
+            simam_lambda=cfg.simam_lambda, aspp_depthwise=cfg.aspp_depthwise, aspp_simam=cfg.aspp_simam,
+            fem_weights=tuple(cfg.fem_weights), fem_connection=cfg.fem_connection, norm=cfg.head_norm)
+        self.decoder = GroupIAMDecoder(cfg.encoder_channels, cfg.num_classes, cfg.decoder_channels, cfg.decoder_convs,
+                                       cfg.num_masks, cfg.groups, cfg.expand_dim, cfg.kernel_dim, norm=cfg.head_norm)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        height, width = images.shape[-2:]
+        if height % 32 or width % 32:
+            raise ValueError(f"input size {height}x{width} is not a multiple of 32; pad the batch "
+                             "(ros_amf.runtime.preprocess does) before calling the model.")
+        features = self.backbone(images)
+        return self.decoder(self.encoder(*features[3:6]))
+
+
+def build_instance_model(cfg: InstanceModelConfig) -> SparseInst:
+    if cfg.num_classes < 1:
+        raise ValueError(f"num_classes = {cfg.num_classes}; a model needs at least one class (model config).")
+    return SparseInst(cfg)
