@@ -32,6 +32,50 @@ def test_match_score_is_dice_power_times_class_power():
     assert torch.isclose(match_scores(logits, masks, torch.tensor([1]), target)[0, 0], expected, atol=1e-5)
 
 
+def test_match_score_dice_uses_squared_norms_on_soft_masks():
+    """SparseInst's dice_score: 2 p.t / (sum p^2 + sum t^2). With soft masks, as in training (sigmoid
+    predictions, bilinearly resized targets), this differs from dividing by sum p + sum t."""
+    logits = torch.tensor([[0.0]])
+    probs = torch.tensor([0.9, 0.6, 0.2, 0.1])
+    masks = torch.logit(probs).view(1, 2, 2)
+    target = torch.tensor([1.0, 0.5, 0.25, 0.0]).view(1, 2, 2)
+    numerator = 2 * (0.9 * 1.0 + 0.6 * 0.5 + 0.2 * 0.25)                      # 2.5
+    squares = (0.81 + 0.36 + 0.04 + 0.01) + (1.0 + 0.25 + 0.0625)              # 2.5325
+    expected = (numerator / (squares + 1e-4)) ** 0.8 * 0.5 ** 0.2
+    linear = (numerator / (1.8 + 1.75 + 1e-4)) ** 0.8 * 0.5 ** 0.2             # the wrong denominator
+    score = match_scores(logits, masks, torch.tensor([0]), target)[0, 0]
+    assert torch.isclose(score, torch.tensor(expected), atol=1e-5)
+    assert not torch.isclose(score, torch.tensor(linear), atol=1e-3)
+
+
+def test_soft_masks_change_the_assignment_the_way_sparseinst_does():
+    """Prediction 0 is a faint mask over the target; prediction 1 a confident one that spills outside it.
+    Squared norms (SparseInst) give target 0 to prediction 0; a linear denominator would pick prediction 1."""
+    p_faint = torch.tensor([0.5, 0.3, 0.2, 0.3, 0.4, 0.3])
+    p_spilling = torch.tensor([0.95, 0.3, 0.7, 0.05, 0.8, 0.9])
+    target = torch.tensor([1.0, 1.0, 0.5, 0.5, 0.0, 0.0]).view(1, 2, 3)
+    masks = torch.logit(torch.stack([p_faint, p_spilling])).view(2, 2, 3)
+    logits = torch.zeros(2, 1)
+
+    def dice(p, t, squared):
+        den = (p * p).sum() + (t * t).sum() if squared else p.sum() + t.sum()
+        return 2 * (p * t).sum() / (den + 1e-4)
+    t = target.flatten()
+    assert dice(p_faint, t, True) > dice(p_spilling, t, True)      # 0.652 > 0.598
+    assert dice(p_faint, t, False) < dice(p_spilling, t, False)    # 0.420 < 0.485
+    rows, cols = hungarian_match(logits, masks, torch.tensor([0]), target)
+    assert rows.tolist() == [0] and cols.tolist() == [0]
+
+
+def test_objectness_target_is_iou_with_the_target_binarised_at_half():
+    """SparseInst's compute_mask_iou: prediction >= 0.4, target > 0.5 (the soft resized target is binarised)."""
+    from ros_amf.modeling.sparseinst.loss import mask_iou
+    logits = torch.logit(torch.tensor([[0.9, 0.9, 0.9, 0.1]]))
+    soft_target = torch.tensor([[1.0, 0.7, 0.2, 0.0]])
+    # predicted {0,1,2}; binarised target {0,1}: IoU 2/3 (the soft target would give 1.9/3)
+    assert torch.isclose(mask_iou(logits, soft_target)[0], torch.tensor(2 / 3), atol=1e-5)
+
+
 def _perfect_outputs(targets, num_pred=5, num_classes=3, size=(8, 8)):
     logits = torch.full((len(targets), num_pred, num_classes), -30.0)
     masks = torch.full((len(targets), num_pred) + size, -30.0)

@@ -5,7 +5,8 @@ then, normalised by the number of target instances in the batch (all ranks):
   loss_cls   2 x sigmoid focal loss (alpha 0.25, gamma 2) over all N predictions, one-hot targets
   loss_dice  2 x dice loss of matched masks
   loss_mask  5 x pixel-wise BCE of matched masks (mean over pixels of matched masks)
-  loss_obj   1 x BCE of the objectness logit of matched predictions against their mask IoU
+  loss_obj   1 x BCE of the objectness logit of matched predictions against their mask IoU (prediction
+             binarised at 0.4, the resized target at 0.5, as SparseInst's compute_mask_iou)
 Target masks (input resolution, padded) are resized bilinearly to the predicted 1/4 resolution.
 """
 from __future__ import annotations
@@ -46,9 +47,11 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1e-4) ->
 
 @torch.no_grad()
 def mask_iou(logits: torch.Tensor, targets: torch.Tensor, threshold: float = 0.4) -> torch.Tensor:
+    """IoU of binarised predictions with binarised targets (the soft resized target is cut at 0.5)."""
     binary = (torch.sigmoid(logits) >= threshold).float()
-    inter = (binary * targets).sum(-1)
-    union = binary.sum(-1) + targets.sum(-1) - inter
+    target = (targets > 0.5).float()
+    inter = (binary * target).sum(-1)
+    union = binary.sum(-1) + target.sum(-1) - inter
     return inter / (union + 1e-6)
 
 

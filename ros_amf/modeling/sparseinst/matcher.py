@@ -1,7 +1,9 @@
 """Hungarian matching of predicted instances to ground truth (SparseInst's matcher).
 
 Score of prediction i for target j:  dice(mask_i, mask_j)^0.8 * p_i(class_j)^0.2, computed in fp32
-without gradients; scipy's linear_sum_assignment maximises the total score.
+without gradients; scipy's linear_sum_assignment maximises the total score. The dice is SparseInst's
+``dice_score``: 2 m.t / (|m|^2 + |t|^2), squared norms in the denominator, as its dice loss. Masks are soft
+during training (sigmoid predictions, bilinearly resized targets), so the squares matter.
 """
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from scipy.optimize import linear_sum_assignment
 
 
 def dice_score_matrix(pred_probs: torch.Tensor, targets: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """Pairwise dice between [N, P] probabilities and [M, P] binary targets -> [N, M]."""
+    """Pairwise dice between [N, P] probabilities and [M, P] (soft) targets -> [N, M]."""
     numerator = 2 * pred_probs @ targets.T
-    denominator = pred_probs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    denominator = (pred_probs * pred_probs).sum(-1)[:, None] + (targets * targets).sum(-1)[None, :]
     return numerator / (denominator + eps)
 
 
