@@ -60,15 +60,51 @@ def test_spatial_attention_uses_mean_and_max_maps():
 
 
 def test_fem_parallel_combines_channel_and_spatial_with_table8_weights():
-    fem = FeatureEnhancement(4)
+    fem = FeatureEnhancement(4, source="fusion")
     x = torch.randn(2, 4, 6, 7)
     expected = 0.4 * fem.channel(x) + 0.6 * fem.spatial(x)  # Eq. 6 with (W3, W5) = (0.6, 0.4)
     assert torch.allclose(fem(x), expected, atol=1e-6)
-    serial = FeatureEnhancement(4, connection="serial")
+    serial = FeatureEnhancement(4, connection="serial", source="fusion")
     assert torch.allclose(serial(x), serial.spatial(serial.channel(x)), atol=1e-6)
     with pytest.raises(ValueError, match="sum to 1"):
         FeatureEnhancement(4, weights=(0.5, 0.6))
-    _grad_flows(FeatureEnhancement(4, learnable_weights=True), torch.randn(1, 4, 5, 5))
+    _grad_flows(FeatureEnhancement(4, learnable_weights=True, source="fusion"), torch.randn(1, 4, 5, 5))
+
+
+def test_fem_takes_channel_attention_from_n5_and_spatial_from_n3():
+    """The paper's reading (default): W5 reweights X_fusion by eSE of N5, W3 by the spatial map of N3."""
+    torch.manual_seed(0)
+    fem = FeatureEnhancement(4)
+    x, n3, n5 = torch.randn(1, 4, 6, 8), torch.randn(1, 4, 6, 8), torch.randn(1, 4, 3, 4)
+    w, b = fem.channel.fc.weight.view(4, 4), fem.channel.fc.bias
+    channel_gate = F.hardsigmoid(w @ n5.mean(dim=(2, 3))[0] + b).view(1, 4, 1, 1)            # Eq. 1 on N5
+    descriptor = torch.stack([n3.mean(dim=1), n3.amax(dim=1)], dim=1)                       # Eq. 3 on N3
+    spatial_gate = torch.sigmoid(F.conv2d(descriptor, fem.spatial.conv.weight, fem.spatial.conv.bias, padding=2))
+    expected = 0.4 * channel_gate * x + 0.6 * spatial_gate * x                              # Eq. 2, 5, 6
+    assert torch.allclose(fem(x, n3=n3, n5=n5), expected, atol=1e-6)
+    assert not torch.allclose(FeatureEnhancement(4, source="fusion").to(x)(x), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="needs the pyramid levels"):
+        fem(x)
+
+
+def test_encoder_feeds_fem_the_pyramid_levels():
+    """The encoder hands FEM the finest (N3, X_fusion's stride 8) and the coarsest (N5) pyramid outputs."""
+    torch.manual_seed(0)
+    enc = InstanceContextEncoder((8, 16, 32), 16, context="simam_aspp", lite_bifpn=True, fem=True, aspp_dropout=0.0)
+    seen = {}
+    enc.fem.register_forward_hook(lambda module, args, kwargs, out: seen.update(kwargs), with_kwargs=True)
+    enc(torch.randn(1, 8, 8, 12), torch.randn(1, 16, 4, 6), torch.randn(1, 32, 2, 3))
+    assert seen["n3"].shape == (1, 16, 8, 12) and seen["n5"].shape == (1, 16, 2, 3)
+
+
+def test_shipped_slim_configs_keep_the_reading_they_were_trained_with():
+    from ros_amf.contract.config import from_dict
+    legacy = from_dict(InstanceModelConfig, {"context": "simam_aspp", "fem": True, "input_short_side": 384})
+    assert (legacy.aspp_plain_kernel, legacy.fem_source) == (1, "fusion")
+    assert legacy.input_size.short_side == 384
+    paper = InstanceModelConfig()
+    assert (paper.aspp_plain_kernel, paper.fem_source) == (3, "pyramid")
+    assert SimAMASPP(8, 8).plain[0].kernel_size == (3, 3)
 
 
 @pytest.mark.parametrize("depthwise,simam", [(True, True), (False, False)])

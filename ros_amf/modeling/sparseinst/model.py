@@ -34,13 +34,16 @@ class InstanceModelConfig:
     lite_bifpn: bool = False
     fem: bool = False
     aspp_rates: tuple[int, ...] = (6, 18, 24)
-    aspp_plain_kernel: int = 1
+    aspp_plain_kernel: int = 3         # the paper's "ordinary 3x3 convolution"; 1 = DeepLab's 1x1
     aspp_dropout: float = 0.1
     aspp_depthwise: bool = True
     aspp_simam: bool = True
     simam_lambda: float = 1e-4
     fem_weights: tuple[float, float] = (0.6, 0.4)  # (W3 spatial, W5 channel), Eq. 6 / Table 8
     fem_connection: Literal["parallel", "serial", "channel", "spatial"] = "parallel"
+    # where FEM's attentions come from: 'pyramid' = the paper (channel from N5, spatial from N3),
+    # 'fusion' = both from X_fusion (the ablation the shipped slim checkpoints were trained with)
+    fem_source: Literal["pyramid", "fusion"] = "pyramid"
     # decoder
     decoder_channels: int = 256
     decoder_convs: int = 4
@@ -56,8 +59,14 @@ class InstanceModelConfig:
 
     @staticmethod
     def upgrade_legacy_keys(data: dict) -> dict:
-        """Configs and checkpoints written before ``input_size`` had two flat keys; map them."""
-        return legacy_input_size_keys(data)
+        """Map configs and checkpoints of the earlier format (flat input-size keys): their models used the
+        1x1 plain ASPP branch (then the default) and FEM attentions computed from X_fusion."""
+        legacy = "input_short_side" in data or "input_max_side" in data
+        data = legacy_input_size_keys(data)
+        if legacy:
+            data.setdefault("aspp_plain_kernel", 1)
+            data.setdefault("fem_source", "fusion")
+        return data
 
 
 class SparseInst(nn.Module):
@@ -71,7 +80,7 @@ class SparseInst(nn.Module):
             (c3, c4, c5), cfg.encoder_channels, context=cfg.context, lite_bifpn=cfg.lite_bifpn, fem=cfg.fem,
             aspp_rates=tuple(cfg.aspp_rates), aspp_plain_kernel=cfg.aspp_plain_kernel, aspp_dropout=cfg.aspp_dropout,
             simam_lambda=cfg.simam_lambda, aspp_depthwise=cfg.aspp_depthwise, aspp_simam=cfg.aspp_simam,
-            fem_weights=tuple(cfg.fem_weights), fem_connection=cfg.fem_connection, norm=cfg.head_norm)
+            fem_weights=tuple(cfg.fem_weights), fem_connection=cfg.fem_connection, fem_source=cfg.fem_source, norm=cfg.head_norm)
         self.decoder = GroupIAMDecoder(cfg.encoder_channels, cfg.num_classes, cfg.decoder_channels, cfg.decoder_convs,
                                        cfg.num_masks, cfg.groups, cfg.expand_dim, cfg.kernel_dim, norm=cfg.head_norm)
 

@@ -4,8 +4,9 @@ Branches on the top-level feature: one plain conv, three 3x3 atrous *depthwise-s
 (rates 6, 18, 24 by default, Table 7) and a global-average-pool branch; concatenated, refined by
 SimAM, dropout, and a 1x1 conv that mixes the channels back to ``out_channels``.
 
-Choice: the issue describes the plain branch as 1x1 (DeepLab's ASPP), the paper's text says "an
-ordinary 3x3 convolution"; ``plain_kernel`` selects it (default 1). ``depthwise=False`` gives the
+The paper's text makes the plain branch "an ordinary 3x3 convolution" (the default here);
+``plain_kernel=1`` gives DeepLab's 1x1 ASPP branch, which the shipped slim checkpoints were trained
+with. ``depthwise=False`` gives the
 "conventional conv" rows of Table 5, ``use_simam=False`` the row without SimAM.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ class AtrousSeparableConv(nn.Sequential):
 
 class SimAMASPP(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, rates: tuple[int, ...] = (6, 18, 24),
-                 branch_channels: int | None = None, plain_kernel: int = 1, dropout: float = 0.1,
+                 branch_channels: int | None = None, plain_kernel: int = 3, dropout: float = 0.1,
                  simam_lambda: float = 1e-4, norm: str = "none", depthwise: bool = True, use_simam: bool = True):
         super().__init__()
         branch = branch_channels or out_channels
