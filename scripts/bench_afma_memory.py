@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"the {impl} run failed (exit {done.returncode}); see the error above.", file=sys.stderr)
                 return 1
             results[impl] = json.loads(done.stdout.strip().splitlines()[-1])
-        ours, naive = torch.load(f"{tmp}/ours.pt"), torch.load(f"{tmp}/naive.pt")
+        ours = torch.load(f"{tmp}/ours.pt", weights_only=True)
+        naive = torch.load(f"{tmp}/naive.pt", weights_only=True)
         max_abs = (ours - naive).abs().max().item()
         relative = ((ours - naive).norm() / naive.norm()).item()
     report = {

@@ -10,6 +10,10 @@ A checkpoint is a ``torch.save`` of a dict::
      "train_state": {...} | None,  # optimiser / scheduler / iteration, only in training checkpoints
      "meta": {...}}                # command line, scores, data set, anything informative
 
+Loading never runs code from the file: ``torch.load(weights_only=True)`` admits only tensors, plain
+containers and numbers, plus the numpy array types a training checkpoint's RNG state holds. A file whose
+pickle asks for anything else (a function to call, a class to build) is refused before it runs.
+
 Writes are atomic (temporary file + rename), so a training run killed mid-save never leaves
 a broken checkpoint behind. ``sha256_of`` gives the hash that reports and ``models/*.sha256``
 record.
@@ -18,10 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 FORMAT = "ros_amf-checkpoint/1"
@@ -29,6 +36,17 @@ FORMAT = "ros_amf-checkpoint/1"
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt or for another model; the message says which and what to do."""
+
+
+# numpy's RNG state (np.random.get_state) in training checkpoints: an array, rebuilt from data only.
+_NUMPY_CORE = getattr(np, "_core", None) or np.core      # numpy 2 renamed np.core (the GPU image may have 1.x)
+_NUMPY_DATA_TYPES = [np.ndarray, np.dtype, _NUMPY_CORE.multiarray._reconstruct, type(np.dtype(np.uint32))]
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """``torch.load`` that cannot execute code: only weights-only types (and numpy arrays) are admitted."""
+    with torch.serialization.safe_globals(_NUMPY_DATA_TYPES):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def save_checkpoint(path: str | Path, *, task: str, model_config: dict[str, Any], class_names: list[str],
@@ -58,10 +76,16 @@ def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict[str, A
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist; pass the path of a .pt file (see models/).")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = safe_torch_load(path)
+    except pickle.UnpicklingError as exc:   # weights_only refused a global: the file wants to run code
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        unsafe = named.group(1) if named else _first_line(exc)
+        raise CheckpointError(f"checkpoint '{path}' was refused: its pickle asks for code ({unsafe}) that a weights "
+                              "file never needs, and nothing of it was run; use a checkpoint from a source you trust, "
+                              "saved as tensors and plain values.") from None
     except Exception as exc:  # torch raises many kinds for a corrupt file
-        raise CheckpointError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}: {exc}); "
-                              "it is corrupt or truncated, copy it again.") from exc
+        raise CheckpointError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
+                              "it is corrupt or truncated, copy it again.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint '{path}' is not a ros_amf checkpoint (format {FORMAT} expected); "
                               "train one with 'ros-amf train'.")
@@ -69,6 +93,12 @@ def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict[str, A
         raise CheckpointError(f"checkpoint '{path}' holds a {payload['task']} model but a {task} model was "
                               f"asked for; pass a {task} checkpoint.")
     return payload
+
+
+def _first_line(exc: BaseException) -> str:
+    """torch's messages can run to a page; one line of it is enough for a sentence."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines or [type(exc).__name__])[0][:200]
 
 
 def load_state_into(model: torch.nn.Module, payload: dict[str, Any], path: str | Path = "checkpoint") -> None:
