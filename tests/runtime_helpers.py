@@ -10,27 +10,39 @@ import time
 import torch
 from torch import nn
 
-from ros_amf.contract.input_size import InputSize
+from ros_amf.contract.config import from_dict
 from ros_amf.modeling.sparseinst.model import InstanceModelConfig, build_instance_model
 from ros_amf.modeling.semantic.model import SemanticModelConfig, build_semantic_model
 from ros_amf.runtime.loading import LoadedModel
 
+# written as a model YAML file says them (tests dump them to config files); tiny_config() types them
 TINY_INSTANCE = dict(num_classes=3, backbone_depth=18, backbone_width=8, encoder_channels=16, decoder_channels=16,
                      decoder_convs=1, num_masks=8, groups=2, expand_dim=16, kernel_dim=8, head_norm="gn",
-                     input_size=InputSize(64, 96))
-TINY_SEMANTIC = dict(num_classes=4, encoder_depth=18, encoder_width=8, decoder_channels=16, afma=False)
+                     input_size={"short_side": 64, "max_long_side": 96})
+TINY_SEMANTIC = dict(num_classes=4, encoder_depth=18, encoder_width=8, decoder_channels=16, afma=False,
+                     input_size={"short_side": 64, "max_long_side": 96})
+
+
+def tiny_config(task: str, **overrides):
+    """The config dataclass of the tiny model of ``task``, built the way a YAML file is loaded."""
+    if task == "instance":
+        return from_dict(InstanceModelConfig, {**TINY_INSTANCE, **overrides}, where="TINY_INSTANCE")
+    return from_dict(SemanticModelConfig, {**TINY_SEMANTIC, **overrides}, where="TINY_SEMANTIC")
 
 
 def tiny_instance(seed: int = 0) -> LoadedModel:
     torch.manual_seed(seed)
-    module = build_instance_model(InstanceModelConfig(**TINY_INSTANCE)).eval()
-    return LoadedModel("instance", "tiny_instance", module, ["car", "person", "bicycle"])
+    cfg = tiny_config("instance")
+    module = build_instance_model(cfg).eval()
+    return LoadedModel("instance", "tiny_instance", module, ["car", "person", "bicycle"], input_size=cfg.input_size)
 
 
 def tiny_semantic(seed: int = 0, **overrides) -> LoadedModel:
     torch.manual_seed(seed)
-    module = build_semantic_model(SemanticModelConfig(**{**TINY_SEMANTIC, **overrides})).eval()
-    return LoadedModel("semantic", "tiny_semantic", module, ["road", "building", "car", "person"])
+    cfg = tiny_config("semantic", **overrides)
+    module = build_semantic_model(cfg).eval()
+    return LoadedModel("semantic", "tiny_semantic", module, ["road", "building", "car", "person"],
+                       input_size=cfg.input_size)
 
 
 class ScriptedInstanceModel(nn.Module):

@@ -35,7 +35,9 @@ class Graph:
         n = next(_names)
         self.topic = f"/test_cam{n}/image_raw"
         overrides = {"input_topic": self.topic, "camera_info_topic": f"/test_cam{n}/camera_info",
-                     "input_short_side": 64, "input_max_long_side": 96, "score_threshold": 0.0,
+                     "instance.input_size.short_side": 64, "instance.input_size.max_long_side": 96,
+                     "semantic.input_size.short_side": 64, "semantic.input_size.max_long_side": 96,
+                     "score_threshold": 0.0,
                      "diagnostics_period_s": 0.2, **params}
         models = models or {"instance": tiny_instance(), "semantic": tiny_semantic()}
         self.node = node_class(f"perception_{n}", context=context, models=models,

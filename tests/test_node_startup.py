@@ -9,19 +9,20 @@ import yaml
 from rclpy.parameter import Parameter
 
 from ros_amf.contract.checkpoint import CheckpointError, save_checkpoint
-from ros_amf.modeling.sparseinst.model import InstanceModelConfig, build_instance_model
-from ros_amf.modeling.semantic.model import SemanticModelConfig, build_semantic_model
+from ros_amf.contract.input_size import InputSize
+from ros_amf.modeling.sparseinst.model import build_instance_model
+from ros_amf.modeling.semantic.model import build_semantic_model
 from ros_amf.ros.node import PerceptionNode, SemanticSegmentationNode
 from ros_amf.runtime.loading import load_model
 from ros_helpers import spin_until
-from runtime_helpers import TINY_INSTANCE, TINY_SEMANTIC
+from runtime_helpers import TINY_SEMANTIC, tiny_config
 
 _names = itertools.count()
 
 
 @pytest.fixture
 def files(tmp_path):
-    inst_cfg, sem_cfg = InstanceModelConfig(**TINY_INSTANCE), SemanticModelConfig(**TINY_SEMANTIC)
+    inst_cfg, sem_cfg = tiny_config("instance"), tiny_config("semantic")
     paths = {"instance.yaml": tmp_path / "inst.yaml", "semantic.yaml": tmp_path / "sem.yaml"}
     paths["instance.yaml"].write_text(yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v
                                                       for k, v in dataclasses.asdict(inst_cfg).items()}))
@@ -90,9 +91,23 @@ def test_node_starts_from_config_and_checkpoint_files(ros_context, files):
     node = PerceptionNode(name, context=ros_context, parameter_overrides=params)
     try:
         assert node.engine.config.class_filter == (1,)
-        assert node.engine.config.input_size.short_side == TINY_INSTANCE["input_size"].short_side
+        assert node.engine.input_sizes == {task: tiny_config(task).input_size for task in ("instance", "semantic")}
         assert node.get_parameter("score_threshold").value == 0.3
         assert node.describe_parameter("device").description
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_each_model_runs_at_the_input_size_of_its_parameters(ros_context, files, joint):
+    params = [Parameter("semantic.config", value=str(files["semantic.yaml"])),
+              Parameter("instance.config", value=str(files["instance.yaml"])), Parameter("joint", value=joint),
+              Parameter("semantic.input_size.short_side", value=96)]
+    node = PerceptionNode(f"sizes_{next(_names)}", context=ros_context, parameter_overrides=params)
+    try:
+        own = tiny_config("instance").input_size   # instance parameters left at 0
+        # joint mode: one backbone forward on one input, the instance model's
+        assert node.engine.input_sizes == {"instance": own, "semantic": own if joint else InputSize(96, 96)}
     finally:
         node.destroy_node()
 
@@ -102,6 +117,7 @@ def test_node_starts_from_config_and_checkpoint_files(ros_context, files):
     ("input_qos", "fastest", "input_qos"),
     ("precision", "int3", "precision"),
     ("device", "tpu", "device"),
+    ("instance.input_size.short_side", 16, "instance.input_size"),
     pytest.param("device", "cuda", "CUDA is not available",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])

@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from ros_amf.runtime.engine import Engine, EngineConfig, LatestSlot
+from ros_amf.runtime.pipeline import Engine, EngineConfig, LatestSlot
+from ros_amf.runtime import stages
 from ros_amf.runtime.outputs import instance_tensors, overlay, semantic_labels
 from ros_amf.runtime.preprocess import InputSize, plan_geometry
 from runtime_helpers import (ScriptedInstanceModel, ScriptedSemanticModel, scripted, tiny_instance,
                              tiny_semantic)
 
 SIZE = InputSize(64, 96)
+SIZES = {"instance": SIZE, "semantic": SIZE}
 
 
 def _image(h=64, w=96, seed=0):
@@ -74,7 +76,7 @@ def test_semantic_labels_come_back_at_the_original_size():
 
 def test_known_masks_give_boxes_and_ids_at_input_resolution():
     model = ScriptedInstanceModel(boxes=[(8, 8, 40, 32), (48, 16, 88, 56)], classes=[0, 2], scores=[0.9, 0.7])
-    engine = Engine(EngineConfig(input_size=SIZE), instance=scripted("instance", model))
+    engine = Engine(EngineConfig(input_sizes=SIZES), instance=scripted("instance", model))
     image = _image(128, 192)   # twice the network size: outputs must be scaled back up
     result = engine.process(image, "rgb8")
     assert result.error is None
@@ -89,8 +91,8 @@ def test_known_masks_give_boxes_and_ids_at_input_resolution():
 
 def test_device_path_without_streams_matches_the_cpu_path():
     inst, sem = tiny_instance(), tiny_semantic()
-    cpu = Engine(EngineConfig(input_size=SIZE, score_threshold=0.0), inst, sem)
-    device = Engine(EngineConfig(input_size=SIZE, score_threshold=0.0, device_path=True), inst, sem)
+    cpu = Engine(EngineConfig(input_sizes=SIZES, score_threshold=0.0), inst, sem)
+    device = Engine(EngineConfig(input_sizes=SIZES, score_threshold=0.0, device_path=True), inst, sem)
     assert device.streams.copy is None and device.device_path
     image = _image(100, 150)
     a, b = cpu.process(image, "bgr8"), device.process(image, "bgr8")
@@ -102,7 +104,7 @@ def test_device_path_without_streams_matches_the_cpu_path():
 
 def test_pipelined_results_equal_synchronous_results():
     inst, sem = tiny_instance(), tiny_semantic()
-    config = EngineConfig(input_size=SIZE, score_threshold=0.0, lossless=True, inference_workers=2)
+    config = EngineConfig(input_sizes=SIZES, score_threshold=0.0, lossless=True, inference_workers=2)
     sync = Engine(config, inst, sem)
     expected = [sync.process(_image(seed=i), "rgb8") for i in range(4)]
     got = []
@@ -123,7 +125,7 @@ def test_pipelined_results_equal_synchronous_results():
 
 def test_overload_drops_oldest_frames_counts_them_and_stays_bounded():
     slow = ScriptedInstanceModel(boxes=[(8, 8, 40, 32)], classes=[0], scores=[0.9], delay_s=0.05)
-    engine = Engine(EngineConfig(input_size=SIZE), instance=scripted("instance", slow))
+    engine = Engine(EngineConfig(input_sizes=SIZES), instance=scripted("instance", slow))
     engine.start()
     peak = 0
     try:
@@ -150,7 +152,7 @@ def test_latest_slot_evicts_the_oldest_frame():
 
 def test_nan_from_the_model_fails_the_frame_and_the_pipeline_goes_on():
     failures = []
-    engine = Engine(EngineConfig(input_size=SIZE), semantic=scripted("semantic", ScriptedSemanticModel(nan=True)),
+    engine = Engine(EngineConfig(input_sizes=SIZES), semantic=scripted("semantic", ScriptedSemanticModel(nan=True)),
                     on_error=failures.append)
     result = engine.process(_image(), "rgb8")
     assert result.error and "NaN" in result.error
@@ -164,7 +166,7 @@ def test_garbage_model_output_is_counted_not_raised():
     class Garbage(torch.nn.Module):
         def forward(self, x):
             return {"pred_logits": torch.zeros(1, 2, 3)}    # contract broken: keys missing
-    engine = Engine(EngineConfig(input_size=SIZE), instance=scripted("instance", Garbage()))
+    engine = Engine(EngineConfig(input_sizes=SIZES), instance=scripted("instance", Garbage()))
     result = engine.process(_image(), "rgb8")
     assert "pred_masks" in result.error and engine.stats.failed["bad_model_output"] == 1
 
@@ -172,12 +174,12 @@ def test_garbage_model_output_is_counted_not_raised():
 def test_joint_mode_runs_the_backbone_once_and_matches_separate_models_with_shared_weights():
     inst, sem = tiny_instance(seed=1), tiny_semantic(seed=2)
     sem.module.encoder.load_state_dict(inst.module.backbone.state_dict())
-    separate = Engine(EngineConfig(input_size=SIZE, score_threshold=0.0), inst, sem).process(_image(), "rgb8")
+    separate = Engine(EngineConfig(input_sizes=SIZES, score_threshold=0.0), inst, sem).process(_image(), "rgb8")
     inst2, sem2 = tiny_instance(seed=1), tiny_semantic(seed=2)
     sem2.module.encoder.load_state_dict(inst2.module.backbone.state_dict())
     calls = []
     inst2.module.backbone.register_forward_hook(lambda *a: calls.append(1))
-    engine = Engine(EngineConfig(input_size=SIZE, score_threshold=0.0, joint=True), inst2, sem2)
+    engine = Engine(EngineConfig(input_sizes=SIZES, score_threshold=0.0, joint=True), inst2, sem2)
     assert engine.warnings == []
     joint = engine.process(_image(), "rgb8")
     assert len(calls) == 1
@@ -187,11 +189,51 @@ def test_joint_mode_runs_the_backbone_once_and_matches_separate_models_with_shar
 
 def test_joint_mode_refuses_backbones_that_differ():
     with pytest.raises(ValueError, match="identical backbones"):
-        Engine(EngineConfig(input_size=SIZE, joint=True), tiny_instance(), tiny_semantic(encoder_width=16))
+        Engine(EngineConfig(input_sizes=SIZES, joint=True), tiny_instance(), tiny_semantic(encoder_width=16))
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_each_model_runs_at_its_own_input_size_preprocessed_once_per_size(monkeypatch, device_path):
+    calls = []
+    for name in ("preprocess_numpy", "preprocess_torch"):
+        real = getattr(stages, name)
+        monkeypatch.setattr(stages, name, lambda *a, _real=real, **k: calls.append(a[2]) or _real(*a, **k))
+    inst = scripted("instance", ScriptedInstanceModel(boxes=[(8, 8, 40, 32)], classes=[0], scores=[0.9]))
+    sem = scripted("semantic", ScriptedSemanticModel())
+    seen = {}
+    for model in (inst, sem):
+        model.module.register_forward_pre_hook(lambda module, args, task=model.task: seen.update({task: args[0].shape}))
+    semantic_size = InputSize(96, 160)
+    shared = Engine(EngineConfig(input_sizes=SIZES, device_path=device_path), inst, sem)
+    assert shared.process(_image(), "rgb8").error is None and calls == [SIZE]
+    calls.clear()
+    engine = Engine(EngineConfig(input_sizes={"instance": SIZE, "semantic": semantic_size}, device_path=device_path),
+                    inst, sem)
+    result = engine.process(_image(64, 96), "rgb8")
+    assert result.error is None and calls == [SIZE, semantic_size]
+    assert seen["instance"][-2:] == (64, 96) and seen["semantic"][-2:] == (96, 160)   # 96x144 padded to 160
+    assert result.geometries["semantic"].resized_hw == (96, 144)
+    assert result.semantic.labels.shape == result.instances.ids.shape == (64, 96)
+
+
+def test_a_task_without_a_size_runs_at_its_model_configs_own_size():
+    engine = Engine(EngineConfig(input_sizes={"instance": InputSize(96, 160)}), tiny_instance(), tiny_semantic())
+    assert engine.input_sizes == {"instance": InputSize(96, 160), "semantic": tiny_semantic().input_size}
+
+
+def test_joint_mode_runs_both_heads_at_the_instance_size_and_says_so():
+    inst, sem = tiny_instance(seed=1), tiny_semantic(seed=2)
+    sem.module.encoder.load_state_dict(inst.module.backbone.state_dict())
+    config = EngineConfig(input_sizes={"instance": SIZE, "semantic": InputSize(96, 160)}, joint=True)
+    engine = Engine(config, inst, sem)
+    assert engine.input_sizes == {"instance": SIZE, "semantic": SIZE}
+    assert len(engine.warnings) == 1 and "semantic input size 96/160 is not used" in engine.warnings[0]
+    result = engine.process(_image(), "rgb8")
+    assert result.error is None and result.geometries["semantic"] == result.geometries["instance"]
 
 
 def test_fp16_and_channels_last_options_run_the_same_stages():
-    engine = Engine(EngineConfig(input_size=SIZE, precision="fp16", channels_last=True, device_path=True),
+    engine = Engine(EngineConfig(input_sizes=SIZES, precision="fp16", channels_last=True, device_path=True),
                     semantic=scripted("semantic", ScriptedSemanticModel()))
     result = engine.process(_image(), "rgb8")
     assert result.error is None
@@ -209,7 +251,7 @@ def test_overlay_colours_instances_and_outlines_them():
 def test_lossless_mode_processes_every_frame_without_drops():
     slow = ScriptedInstanceModel(boxes=[(8, 8, 40, 32)], classes=[0], scores=[0.9], delay_s=0.02)
     got = []
-    engine = Engine(EngineConfig(input_size=SIZE, lossless=True, inference_workers=2),
+    engine = Engine(EngineConfig(input_sizes=SIZES, lossless=True, inference_workers=2),
                     instance=scripted("instance", slow), on_result=got.append)
     engine.start()
     try:
@@ -231,7 +273,7 @@ def test_a_failing_inference_worker_frame_is_counted_and_order_is_kept():
                 raise RuntimeError("boom")
             return super().forward(images)
     got = []
-    engine = Engine(EngineConfig(input_size=SIZE, lossless=True, inference_workers=2),
+    engine = Engine(EngineConfig(input_sizes=SIZES, lossless=True, inference_workers=2),
                     instance=scripted("instance", FailsOnce([(8, 8, 40, 32)], [0], [0.9])), on_result=got.append)
     engine.start()
     try:
@@ -246,7 +288,7 @@ def test_a_failing_inference_worker_frame_is_counted_and_order_is_kept():
 
 def test_frames_still_inside_at_stop_are_counted_as_dropped():
     slow = ScriptedInstanceModel(boxes=[(8, 8, 40, 32)], classes=[0], scores=[0.9], delay_s=0.3)
-    engine = Engine(EngineConfig(input_size=SIZE, inference_workers=1), instance=scripted("instance", slow))
+    engine = Engine(EngineConfig(input_sizes=SIZES, inference_workers=1), instance=scripted("instance", slow))
     engine.start()
     for i in range(3):
         engine.submit(_image(), "rgb8", tag=i)

@@ -24,12 +24,11 @@ from ros_amf_msgs.msg import InstanceSegmentation, LabelInfo, PipelineStats as P
 from ros_amf.ros import topics
 from ros_amf.ros.conversions import (BadImage, array_to_image, image_to_array, instance_ids_image,
                                      instances_message, label_info_message)
-from ros_amf.ros.params import resolve_path, specs_for
-from ros_amf.runtime.engine import Engine, EngineConfig
+from ros_amf.ros.params import requested_input_size, resolve_path, specs_for
 from ros_amf.runtime.loading import LoadedModel, class_colours, load_model
 from ros_amf.runtime.outputs import FrameResult, overlay, palette
-from ros_amf.runtime.preprocess import InputSize
-from ros_amf.runtime.stats import PipelineStats
+from ros_amf.runtime.pipeline import Engine, EngineConfig
+from ros_amf.runtime.stats import PipelineCounters
 
 def qos_from_name(name: str, param: str) -> QoSProfile:
     if name == "sensor_data":
@@ -96,14 +95,12 @@ class PerceptionNode(Node):
                 raise ValueError(f"parameter class_filter names {unknown}, which model '{instance.name}' does not "
                                  f"have; valid names: {instance.class_names}.")
             class_filter = tuple(instance.class_names.index(n) for n in p["class_filter"] if n)
-        short, long_ = int(p["input_short_side"]), int(p["input_max_long_side"])
-        cfg_model = getattr(instance.module, "cfg", None) if instance is not None else None
-        model_size = cfg_model.input_size if cfg_model is not None else InputSize()
-        short = short or model_size.short_side
-        long_ = long_ or max(short, model_size.max_long_side)
-        self.stats = PipelineStats()
+        # a task whose size parameters are 0 runs at its model config's own input_size (the engine's default)
+        input_sizes = {task: size for task, model in self.models.items()
+                       if (size := requested_input_size(p, task, model.input_size)) is not None}
+        self.stats = PipelineCounters()
         self.engine = Engine(
-            EngineConfig(input_size=InputSize(short, long_), device=device, precision=p["precision"],
+            EngineConfig(input_sizes=input_sizes, device=device, precision=p["precision"],
                          channels_last=p["channels_last"], joint=bool(p.get("joint", False)),
                          score_threshold=float(p.get("score_threshold", 0.3)),
                          mask_threshold=float(p.get("mask_threshold", 0.45)),
@@ -114,7 +111,7 @@ class PerceptionNode(Node):
         if p["torch_threads"] > 0:   # after the engine, which sets its per-worker share: the user's choice wins
             import torch
             torch.set_num_threads(int(p["torch_threads"]))
-        failure = self.engine.warm_up(short, long_)
+        failure = self.engine.warm_up()
         if failure:
             self.get_logger().warning(f"the warm-up frame failed ({failure}); frames that fail like it are "
                                       "counted on ~/stats and /diagnostics and not published.")
@@ -152,7 +149,8 @@ class PerceptionNode(Node):
         self.create_timer(float(p["diagnostics_period_s"]), self._report)
         self.get_logger().info(f"listening on {p['input_topic']} ({p['input_qos']}), models "
                                f"{[m.name for m in self.models.values()]}, device {device}, "
-                               f"input {short}x<= {long_}")
+                               "input " + ", ".join(f"{task} {size.short_side}/{size.max_long_side}"
+                                                    for task, size in self.engine.input_sizes.items()))
 
     def _publish_label_info(self) -> None:
         header = self._header_now()

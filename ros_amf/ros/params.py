@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ros_amf.contract.input_size import PAD_MULTIPLE, InputSize
 from ros_amf.ros import topics
 
 
@@ -39,12 +40,21 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "cpu", "Torch device: cpu, cuda or cuda:N."),
     ParamSpec("precision", "fp32", "fp32 or fp16 (fp16 is meant for CUDA)."),
     ParamSpec("channels_last", False, "Run the models in channels-last memory format (faster on recent GPUs)."),
-    ParamSpec("joint", False, "Run the instance and semantic heads on one shared backbone forward (needs "
-                              "identical backbone configs).", frozenset({"joint"})),
-    ParamSpec("input_short_side", 0, "Network input short side in pixels (multiple of 32 after padding); "
-                                     "0 = the instance model config's input_short_side, else 320."),
-    ParamSpec("input_max_long_side", 0, "Cap on the resized long side; 0 = the instance model config's "
-                                        "input_max_side, else 544."),
+    ParamSpec("joint", False, "Run the instance and semantic heads on one shared backbone forward, at the "
+                              "instance input size (needs identical backbone configs).", frozenset({"joint"})),
+    ParamSpec("instance.input_size.short_side", 0,
+              "Instance model input: short side after resize, in pixels (padded to a multiple of 32); 0 = the "
+              "instance model config's input_size. In joint mode both models run at the instance size.", _INST),
+    ParamSpec("instance.input_size.max_long_side", 0,
+              "Instance model input: cap on the resized long side; 0 = the instance model config's input_size.",
+              _INST),
+    ParamSpec("semantic.input_size.short_side", 0,
+              "Semantic model input: short side after resize, in pixels (padded to a multiple of 32); 0 = the "
+              "semantic model config's input_size. Not used in joint mode, where the semantic head runs on "
+              "the instance backbone's features at the instance input size.", _SEM),
+    ParamSpec("semantic.input_size.max_long_side", 0,
+              "Semantic model input: cap on the resized long side; 0 = the semantic model config's input_size.",
+              _SEM),
     ParamSpec("score_threshold", 0.3, "Instances scoring below this are not published.", _INST),
     ParamSpec("mask_threshold", 0.45, "Mask probability threshold of the instance masks.", _INST),
     ParamSpec("max_instances", 100, "At most this many instances per image (highest scores first).", _INST),
@@ -67,6 +77,23 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 def specs_for(tasks: tuple[str, ...], joint_capable: bool) -> list[ParamSpec]:
     wanted = set(tasks) | ({"joint"} if joint_capable else set())
     return [p for p in PARAMETERS if p.tasks & wanted]
+
+
+def requested_input_size(values: dict[str, object], task: str, model_size: InputSize) -> InputSize | None:
+    """The input size the ``<task>.input_size.*`` parameters ask for, completed from the model config's
+    own size; None when both are 0 (the model's own size)."""
+    short = int(values[f"{task}.input_size.short_side"])
+    long_ = int(values[f"{task}.input_size.max_long_side"])
+    if not short and not long_:
+        return None
+    short = short or model_size.short_side
+    long_ = long_ or max(short, model_size.max_long_side)
+    try:
+        return InputSize(short, long_)
+    except ValueError:
+        raise ValueError(f"parameters {task}.input_size.short_side / max_long_side give {short}/{long_}, which is "
+                         f"not an input size; use short_side >= {PAD_MULTIPLE} and max_long_side >= short_side "
+                         "(0 = the model config's own).") from None
 
 
 def resolve_path(value: str) -> str:

@@ -1,8 +1,10 @@
 """Inference runtime shared by the nodes, the bag replay and the evaluators (no ROS in here).
 
 preprocess.py  image -> normalised, padded network input (CPU with OpenCV, any device with torch)
-models.py      config + checkpoint -> eval-mode model, with one-sentence errors; joint-backbone sharing
-engine.py      pre-processing -> model(s) -> post-processing, pipelined (threads on CPU, streams on CUDA)
+loading.py     config + checkpoint -> eval-mode model, with one-sentence errors; joint-backbone sharing
+stages.py      the per-frame work: pre-processing (once per input size) -> model(s) -> post-processing
+pipeline.py    Engine: the stages scheduled on threads (and CUDA streams), latest-frame or lossless
+cuda.py        CUDA streams and events, pinned staging buffers, stream busy times (no-ops on CPU)
 outputs.py     instance-index maps, boxes, label maps, overlays (vectorised)
 stats.py       counters, rates and per-stage latency percentiles
 bench.py       `ros-amf bench runtime`: bare model vs pipelined vs naive, GPU stream overlap, memory

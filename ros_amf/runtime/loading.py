@@ -18,6 +18,7 @@ from torch import nn
 
 from ros_amf.contract import config as config_io
 from ros_amf.contract.checkpoint import CheckpointError, load_checkpoint, load_state_into
+from ros_amf.contract.input_size import InputSize
 from ros_amf.runtime.outputs import palette
 
 # task -> (module, config dataclass, builder)
@@ -35,6 +36,7 @@ class LoadedModel:
     class_names: list[str]
     small_object_ids: list[int] = field(default_factory=list)
     random_weights: bool = False    # True when no checkpoint was given (plumbing runs only)
+    input_size: InputSize = field(default_factory=InputSize)   # the config's own network input
 
     @property
     def num_classes(self) -> int:
@@ -48,12 +50,19 @@ def _config_class(task: str):
 
 
 def read_model_config(task: str, path: str | Path):
-    """Model YAML -> config dataclass; the file may hold the fields at top level or under ``model:``."""
+    """Model YAML -> config dataclass, from the ``model:`` section of a run config (``model:`` +
+    ``train:``) or, in an old flat file, from the top level."""
     cls, _ = _config_class(task)
     data = config_io.read_yaml(path)
-    if "model" in data and isinstance(data["model"], dict):
-        data = data["model"]
-    return config_io.from_dict(cls, data, where=str(path))
+    if "model" not in data and "train" not in data:
+        return config_io.from_dict(cls, data, where=str(path))
+    unknown = sorted(set(data) - {"model", "train"})
+    if unknown:
+        raise config_io.ConfigError(f"config file '{path}': unknown section '{unknown[0]}'; "
+                                    "use 'model' and 'train'.")
+    if not isinstance(data.get("model") or {}, dict):
+        raise config_io.ConfigError(f"config file '{path}': the model section must be a mapping of keys to values.")
+    return config_io.from_dict(cls, data.get("model") or {}, where=f"{path}:model")
 
 
 def _num_classes(cfg: Any) -> int | None:
@@ -125,7 +134,8 @@ def load_model(task: str, config_path: str | Path | None, checkpoint_path: str |
                                   f"model has {expected} classes; re-export the checkpoint with matching names.")
     module.eval().to(device)
     return LoadedModel(task=task, name=name, module=module, class_names=class_names,
-                       small_object_ids=_small_object_ids(class_names), random_weights=payload is None)
+                       small_object_ids=_small_object_ids(class_names), random_weights=payload is None,
+                       input_size=cfg.input_size)
 
 
 def check_device(device: str | torch.device) -> torch.device:

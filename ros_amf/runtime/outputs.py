@@ -34,7 +34,7 @@ class SemanticOutput:
 class FrameResult:
     seq: int
     tag: object                # whatever the caller attached (the ROS header)
-    geometry: Geometry
+    geometries: dict[str, Geometry] = field(default_factory=dict)   # task -> where the frame went in its network
     instances: InstanceOutput | None = None
     semantic: SemanticOutput | None = None
     image_rgb: np.ndarray | None = None   # the input as RGB, kept only when an overlay is wanted

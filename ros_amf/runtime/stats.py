@@ -47,7 +47,7 @@ class StatsSnapshot:
         return out
 
 
-class PipelineStats:
+class PipelineCounters:
     """Thread-safe counters, rates over a sliding window and per-stage latency samples."""
 
     def __init__(self, window: int = 2000, rate_window_s: float = 5.0):

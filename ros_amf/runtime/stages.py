@@ -1,0 +1,263 @@
+"""The per-frame work: pre-processing, inference and post-processing of one camera frame.
+
+Each model runs at its own input size; a frame is pre-processed once per distinct size, so two
+models that share a size share the tensor. In joint mode (one backbone forward feeds both heads)
+both models run at the instance model's size. ``pipeline.Engine`` schedules these stages on
+threads and CUDA streams; here they are plain calls on one frame.
+
+CPU path: OpenCV pre-processing, then the tensor moves to the device. Device path (CUDA, or forced
+with ``device_path``): the raw image goes through a pinned buffer to the device, where colour
+conversion, resize and normalisation run on the copy stream; each model runs on its own compute
+stream, post-processing on a third, ordered by CUDA events.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ros_amf.contract.input_size import Geometry, InputSize
+from ros_amf.contract.pixels import to_rgb
+from ros_amf.runtime.cuda import PinnedRing, StreamSet
+from ros_amf.runtime.loading import LoadedModel, check_device, share_backbone
+from ros_amf.runtime.outputs import (BadModelOutput, FrameResult, InstanceOutput, NonFiniteOutput, SemanticOutput,
+                                     id_map_dtype, instance_tensors, prescreen_queries, semantic_labels)
+from ros_amf.runtime.preprocess import preprocess_numpy, preprocess_torch
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+@dataclass
+class FrameSettings:
+    """How each frame is processed, whatever schedules it."""
+    # task -> network input; a task left out runs at its model config's own input_size. Joint mode
+    # runs both models at the instance model's size (one backbone forward on one input).
+    input_sizes: dict[str, InputSize] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "fp32"          # fp32 | fp16
+    channels_last: bool = False
+    joint: bool = False              # instance + semantic heads on one backbone forward
+    score_threshold: float = 0.3
+    mask_threshold: float = 0.45
+    max_instances: int = 100
+    class_filter: tuple[int, ...] = ()   # instance class ids to keep; empty = all
+    keep_masks: bool = False         # keep per-instance masks in results (offline evaluation)
+    device_path: bool | None = None  # None: torch pre/post on the device iff it is CUDA; True forces it
+    record_stream_times: bool = False  # GPU: record per-stream busy intervals (benchmark overlap)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision '{self.precision}' is not supported; use one of {sorted(PRECISIONS)}.")
+
+
+@dataclass
+class CameraFrame:
+    """One image as it entered the runtime, with the caller's tag (the ROS header)."""
+    seq: int
+    image: np.ndarray
+    encoding: str
+    tag: Any
+    t_in: float
+    keep_image: bool
+
+
+@dataclass
+class NetworkInput:
+    tensor: torch.Tensor
+    geometry: Geometry
+
+
+@dataclass
+class PreparedFrame:
+    frame: CameraFrame
+    inputs: dict[str, NetworkInput]   # task -> its input; tasks with the same size share one
+    ready: Any                        # CUDA event: the inputs exist on the device (None on CPU)
+    timings_ms: dict[str, float]
+
+
+@dataclass
+class InferredFrame:
+    prepared: PreparedFrame
+    outputs: dict[str, Any]
+    done: dict[str, Any]              # task -> CUDA event: its model finished
+
+
+def elapsed_ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    # one float32 sum is NaN/inf iff some element is (barring sums beyond 3e38): cheaper than isfinite().all()
+    return bool(torch.isfinite(tensor.sum(dtype=torch.float32))) if tensor.is_floating_point() else True
+
+
+def resolve_input_sizes(settings: FrameSettings, models: dict[str, LoadedModel]) -> tuple[dict[str, InputSize],
+                                                                                         list[str]]:
+    """Each task's network input, and warnings about sizes that cannot be honoured."""
+    sizes = {task: settings.input_sizes.get(task, model.input_size) for task, model in models.items()}
+    if not settings.joint:
+        return sizes, []
+    shared, asked = sizes["instance"], settings.input_sizes.get("semantic")
+    warnings = []
+    if asked is not None and asked != shared:
+        warnings.append(f"joint mode: the semantic head runs on the instance backbone's features at the instance "
+                        f"input size {shared.short_side}/{shared.max_long_side}; the semantic input size "
+                        f"{asked.short_side}/{asked.max_long_side} is not used.")
+    return {task: shared for task in sizes}, warnings
+
+
+class FrameStages:
+    """The models on their device and the three stages of one frame; ``warnings`` says what start-up noticed."""
+
+    def __init__(self, settings: FrameSettings, instance: LoadedModel | None = None,
+                 semantic: LoadedModel | None = None, staging_slots: int = 4):
+        if instance is None and semantic is None:
+            raise ValueError("the engine needs at least one model (instance and/or semantic).")
+        self.settings = settings
+        self.device = check_device(settings.device)
+        self.dtype = PRECISIONS[settings.precision]
+        self.models = {m.task: m for m in (instance, semantic) if m is not None}
+        for model in self.models.values():
+            model.module.to(self.device, self.dtype).eval()
+            if settings.channels_last:
+                model.module.to(memory_format=torch.channels_last)
+        self.warnings: list[str] = []
+        if settings.joint:
+            if len(self.models) < 2:
+                raise ValueError("joint mode needs both an instance and a semantic model; set joint to false.")
+            self.warnings += share_backbone(self.models["instance"].module, self.models["semantic"].module)
+        self.input_sizes, size_warnings = resolve_input_sizes(settings, self.models)
+        self.warnings += size_warnings
+        self.device_path = settings.device_path if settings.device_path is not None else self.device.type == "cuda"
+        self.streams = StreamSet(self.device, timing=settings.record_stream_times)
+        self.pinned = PinnedRing(slots=staging_slots, pinned=self.device.type == "cuda")
+        self.class_filter = (torch.tensor(settings.class_filter, dtype=torch.long, device=self.device)
+                             if settings.class_filter else None)
+        self._postprocess_instances = None
+        if "instance" in self.models:
+            from ros_amf.modeling.sparseinst.postprocess import postprocess_instances
+            self._postprocess_instances = postprocess_instances
+
+    def preprocess(self, frame: CameraFrame) -> PreparedFrame:
+        start = time.perf_counter()
+        by_size: dict[InputSize, NetworkInput] = {}
+        if not self.device_path:
+            for size in dict.fromkeys(self.input_sizes.values()):
+                tensor, geometry = preprocess_numpy(frame.image, frame.encoding, size)
+                tensor = tensor.to(self.device, self.dtype)
+                if self.settings.channels_last:
+                    tensor = tensor.contiguous(memory_format=torch.channels_last)
+                by_size[size] = NetworkInput(tensor, geometry)
+            ready = None
+        else:
+            # one host->device copy of the raw image, then every size is made from it on the device
+            slot, host = self.pinned.stage(frame.image)
+            stream = self.streams.copy
+            with self.streams.use(stream):
+                begin = self.streams.record(stream)
+                device_image = host.to(self.device, non_blocking=True)
+                self.pinned.copied(slot, self.streams.record(stream))
+                for size in dict.fromkeys(self.input_sizes.values()):
+                    by_size[size] = NetworkInput(*preprocess_torch(device_image, frame.encoding, size, self.dtype,
+                                                                   self.settings.channels_last))
+                ready = self.streams.record(stream)
+            self.streams.mark_busy("copy+preprocess", begin, ready)
+        inputs = {task: by_size[size] for task, size in self.input_sizes.items()}
+        return PreparedFrame(frame, inputs, ready, {"preprocess": elapsed_ms(start)})
+
+    def infer(self, prepared: PreparedFrame) -> InferredFrame:
+        # On CUDA this only queues the kernels (the models' streams run side by side); the host-side
+        # "inference" time is then launch time, the GPU time per stream comes from the timing events.
+        start = time.perf_counter()
+        joint = self.settings.joint
+        outputs, done = {}, {}
+        order = ["instance", "semantic"] if joint else list(self.models)
+        with torch.inference_mode():
+            for task in order:
+                if task not in self.models:
+                    continue
+                stream = self.streams.compute["instance" if joint else task]
+                tensor = prepared.inputs[task].tensor
+                with self.streams.use(stream):
+                    self.streams.wait(stream, prepared.ready)
+                    self.streams.keep_alive(tensor, stream)
+                    begin = self.streams.record(stream)
+                    outputs[task] = self.models[task].module(tensor)
+                    done[task] = self.streams.record(stream)
+                    self.streams.mark_busy(f"inference/{task}", begin, done[task])
+        prepared.timings_ms["inference"] = elapsed_ms(start)
+        return InferredFrame(prepared, outputs, done)
+
+    def postprocess(self, inferred: InferredFrame) -> FrameResult:
+        start = time.perf_counter()
+        prepared = inferred.prepared
+        frame, inputs = prepared.frame, prepared.inputs
+        result = FrameResult(seq=frame.seq, tag=frame.tag, geometries={t: i.geometry for t, i in inputs.items()},
+                             t_in=frame.t_in, timings_ms=prepared.timings_ms)
+        stream = self.streams.post
+        with torch.inference_mode(), self.streams.use(stream):
+            begin = None
+            for event in inferred.done.values():
+                self.streams.wait(stream, event)
+            if stream is not None:   # outputs were allocated on the compute streams
+                for output in inferred.outputs.values():
+                    for tensor in (output.values() if isinstance(output, dict) else [output]):
+                        if torch.is_tensor(tensor):
+                            self.streams.keep_alive(tensor, stream)
+                begin = self.streams.record(stream)
+            host: dict[str, torch.Tensor] = {}
+            if "instance" in inferred.outputs:
+                host.update(self._instance_on_device(inferred.outputs["instance"], inputs["instance"].geometry))
+            if "semantic" in inferred.outputs:
+                logits = inferred.outputs["semantic"]
+                logits = logits["logits"] if isinstance(logits, dict) else logits
+                if not _finite(logits):
+                    raise NonFiniteOutput("semantic model output holds NaN/inf")
+                host["labels"] = semantic_labels(logits, inputs["semantic"].geometry)
+            # device->host: non-blocking copies issued on the post stream, then one wait for all of them
+            host = {k: (v.to("cpu", non_blocking=True) if v.is_cuda else v) for k, v in host.items()}
+            end = self.streams.record(stream)
+            if end is not None:
+                end.synchronize()
+            self.streams.mark_busy("postprocess", begin, end)
+        if "ids" in host:
+            count = host["classes"].numel()
+            result.instances = InstanceOutput(
+                ids=host["ids"].numpy().astype(id_map_dtype(count), copy=False),
+                classes=host["classes"].numpy().astype(np.int64, copy=False),
+                scores=host["scores"].float().numpy(), boxes=host["boxes"].numpy(),
+                areas=host["areas"].numpy().astype(np.int64, copy=False),
+                masks=host["masks"].numpy() if "masks" in host else None)
+        if "labels" in host:
+            result.semantic = SemanticOutput(labels=host["labels"].numpy())
+        if frame.keep_image:
+            result.image_rgb = to_rgb(frame.image if frame.image.ndim == 3 else frame.image[..., None],
+                                      frame.encoding)
+        result.timings_ms["postprocess"] = elapsed_ms(start)
+        return result
+
+    def _instance_on_device(self, outputs: dict[str, torch.Tensor], geometry: Geometry) -> dict[str, torch.Tensor]:
+        for key in ("pred_logits", "pred_masks", "pred_scores"):
+            if not isinstance(outputs, dict) or key not in outputs:
+                raise BadModelOutput(f"instance model output lacks '{key}'")
+            if not _finite(outputs[key]):
+                raise NonFiniteOutput(f"instance model output '{key}' holds NaN/inf")
+        cfg = self.settings
+        outputs = prescreen_queries({k: v.float() for k, v in outputs.items() if torch.is_tensor(v)},
+                                    cfg.score_threshold, cfg.mask_threshold)
+        found = self._postprocess_instances(
+            outputs,
+            image_size_hw=geometry.resized_hw, output_size_hw=geometry.original_hw,
+            score_threshold=cfg.score_threshold, mask_threshold=cfg.mask_threshold,
+            max_instances=cfg.max_instances)[0]
+        # the threshold applies twice: before mask rescoring (cheap, inside postprocess_instances) and on the
+        # final score that is published
+        ids, classes, scores, boxes, areas, masks = instance_tensors(found.masks, found.scores, found.classes,
+                                                                     self.class_filter, cfg.score_threshold)
+        out = {"ids": ids, "classes": classes, "scores": scores, "boxes": boxes, "areas": areas}
+        if cfg.keep_masks:
+            out["masks"] = masks
+        return out
