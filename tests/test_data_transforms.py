@@ -7,7 +7,7 @@ import torch
 from ros_amf.data.collate import collate_batch
 from ros_amf.data.targets import boxes_from_masks
 from ros_amf.data.transforms import (AugmentedDataset, HorizontalFlip, RandomCrop, RandomShortSideResize,
-                                     crop_sample, resize_crop_sample, resize_sample, train_transforms)
+                                     TrainAugmentation, crop_sample, resize_crop_sample, resize_sample)
 from ros_amf.contract.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -83,23 +83,30 @@ def test_resize_crop_equals_resize_then_crop(size_wh):
 
 
 def test_training_pipeline_is_deterministic_under_a_seed_and_varies_with_it():
-    t = train_transforms(short_sides=(64, 96, 128), max_long_side=200, crop_hw=(64, 64))
-    a = AugmentedDataset([_sample()], t, seed=5)[0]
-    b = AugmentedDataset([_sample()], t, seed=5)[0]
+    t = TrainAugmentation(short_sides=(64, 96, 128), max_long_side=200, crop_hw=(64, 64), photometric=True)
+    a = AugmentedDataset([_sample()], t, seed=5)[(0, 0)]
+    b = AugmentedDataset([_sample()], t, seed=5)[(0, 0)]
     assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["masks"], b["masks"])
-    outs = {AugmentedDataset([_sample()], t, seed=s)[0]["image"].tobytes() for s in range(6)}
+    outs = {AugmentedDataset([_sample()], t, seed=s)[(0, 0)]["image"].tobytes() for s in range(6)}
     assert len(outs) > 1
     ds = AugmentedDataset([_sample()], t, seed=5)
-    ds.set_epoch(1)
-    assert not np.array_equal(ds[0]["image"], a["image"])
+    assert not np.array_equal(ds[(0, 1)]["image"], a["image"])  # epoch 1
 
 
 def test_photometric_jitter_changes_only_the_image():
-    t = train_transforms(short_sides=(60,), max_long_side=80, crop_hw=None)
+    # the same pipeline and seed with and without the jitter: the geometry (here: identity or a
+    # flip) is the same, so only the image may differ, and it must
+    plain = TrainAugmentation(short_sides=(60,), max_long_side=80, crop_hw=None, photometric=False)
+    jittered = TrainAugmentation(short_sides=(60,), max_long_side=80, crop_hw=None, photometric=True)
     ref = _sample()
-    s = t(_sample(), np.random.default_rng(3))
+    p = plain(_sample(), np.random.default_rng(3))
+    s = jittered(_sample(), np.random.default_rng(3))
     assert np.array_equal(s["label"], ref["label"]) or np.array_equal(s["label"], ref["label"][:, ::-1])
     assert s["masks"].sum() == ref["masks"].sum()
+    for key in ("label", "masks", "boxes", "classes", "ignore_mask"):
+        assert np.array_equal(s[key], p[key]), key
+    assert s["image"].shape == p["image"].shape and s["image"].dtype == np.uint8
+    assert np.abs(s["image"].astype(int) - p["image"].astype(int)).mean() > 1.0
 
 
 def test_collate_pads_to_multiples_of_32_and_normalises_like_the_runtime():

@@ -17,10 +17,12 @@ import yaml
 from ros_amf.contract.checkpoint import save_checkpoint
 from ros_amf.contract.config import to_dict
 from ros_amf.evaluation.instance import evaluate_model
-from ros_amf.evaluation.instance import main as eval_main
+from ros_amf.apps.eval_instance import main as eval_main
 from ros_amf.modeling.sparseinst.model import InstanceModelConfig
 from ros_amf.runtime.preprocess import InputSize
-from ros_amf.training.instance import TrainConfig, open_dataset, train
+from ros_amf.training.config import TrainConfig
+from ros_amf.training.fit import fit
+from ros_amf.training.instance import InstanceTask, open_dataset
 
 TINY_MODEL = dict(backbone_depth=18, backbone_width=8, encoder_channels=32, decoder_channels=32, decoder_convs=2,
                   num_masks=10, expand_dim=64, kernel_dim=16, head_norm="gn", context="simam_aspp",
@@ -64,17 +66,17 @@ def test_tiny_model_overfits_synthetic_images_to_high_ap(tmp_path):
     dataset, class_names = open_dataset("coco", str(root), "train")
     cfg = TrainConfig(lr=3e-3, batch_size=4, max_iters=60, warmup_iters=20, milestones=(50,), min_sizes=(64,),
                       max_size=64, hflip=False, checkpoint_every=1000, log_every=10, workers=0, seed=0)
-    result = train(InstanceModelConfig(**TINY_MODEL), cfg, dataset, class_names, tmp_path / "run", device="cpu",
-                   progress=False)
-    report = evaluate_model(result["model"], class_names, root / "annotations" / "instances_train.json",
+    task = InstanceTask(InstanceModelConfig(**TINY_MODEL), dataset, class_names)
+    result = fit(task, cfg, tmp_path / "run", device="cpu", progress=False)
+    report = evaluate_model(result.model, class_names, root / "annotations" / "instances_train.json",
                             root / "images" / "train", InputSize(64, 64))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
     assert report["metrics"]["AP50"] >= 0.9, report["metrics"]
     assert report["metrics"]["AP"] >= 0.5, report["metrics"]
     # the same model through the shipped format (fp16 checkpoint) and the `ros-amf eval instance` command
-    save_checkpoint(tmp_path / "tiny.pt", task="instance", model_config=to_dict(result["model_config"]),
-                    class_names=class_names, state_dict=result["model"].state_dict(), half=True)
+    save_checkpoint(tmp_path / "tiny.pt", task="instance", model_config=to_dict(task.model_config),
+                    class_names=class_names, state_dict=result.model.state_dict(), half=True)
     code = eval_main(["--checkpoint", str(tmp_path / "tiny.pt"), "--data", str(root), "--split", "train",
                       "--short-side", "64", "--max-side", "64", "--device", "cpu", "--out", str(tmp_path / "eval")])
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -136,7 +138,7 @@ def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
 
 
 def test_resume_without_checkpoint_says_what_to_do(tmp_path, capsys):
-    from ros_amf.training.instance import main
+    from ros_amf.apps.train import main_instance as main
     root = write_shapes_dataset(tmp_path / "shapes", images=2)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"max_iters": 2, "workers": 0}}))
@@ -146,11 +148,12 @@ def test_resume_without_checkpoint_says_what_to_do(tmp_path, capsys):
 
 
 def test_crop_trains_on_a_native_scale_window_with_consistent_targets(tmp_path):
-    from ros_amf.training.instance import TrainSamples
+    from ros_amf.data.transforms import AugmentedDataset
+    from ros_amf.training.fit import augmentation_of
     root = write_shapes_dataset(tmp_path / "shapes", images=2, size=96)
     dataset, _ = open_dataset("coco", str(root), "train")
     cfg = TrainConfig(min_sizes=(96,), max_size=96, crop=(48, 64), hflip=False)
-    samples = TrainSamples(dataset, cfg)
+    samples = AugmentedDataset(dataset, augmentation_of(cfg), cfg.seed)
     seen_boxes = 0
     for epoch in range(4):
         sample = samples[(0, epoch, 96)]
@@ -172,8 +175,8 @@ def test_crop_trains_on_a_native_scale_window_with_consistent_targets(tmp_path):
 @pytest.mark.parametrize("crop", [[320], [0, 320]])
 def test_bad_crop_in_config_is_one_clear_error(tmp_path, crop):
     from ros_amf.contract.config import ConfigError
-    from ros_amf.training.instance import load_run_config
+    from ros_amf.training.config import load_run_config
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"crop": crop}}))
     with pytest.raises(ConfigError, match="train.crop must be"):
-        load_run_config(str(config))
+        load_run_config(str(config), "instance")

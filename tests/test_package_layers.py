@@ -57,7 +57,8 @@ def test_cli_names_an_unknown_command_and_lists_known_ones(capsys):
 def test_every_cli_verb_points_at_an_existing_module():
     from ros_amf.apps import cli
 
-    for verb, (module, _) in cli.COMMANDS.items():
+    for verb, (target, _) in cli.COMMANDS.items():
+        module = target.partition(":")[0]
         assert (ROOT / (module.replace(".", "/") + ".py")).exists(), f"'ros-amf {verb}' points at missing {module}"
 
 

@@ -7,9 +7,11 @@ import torch
 
 from ros_amf.contract.checkpoint import load_checkpoint
 from ros_amf.data.synthetic.dataset import make_dataset
-from ros_amf.evaluation import semantic as eval_semantic
-from ros_amf.training import semantic as train_semantic
-from ros_amf.training.semantic import augment
+from ros_amf.apps import eval_semantic
+from ros_amf.apps.train import main_semantic
+from ros_amf.data.transforms import TrainAugmentation
+from ros_amf.training.config import load_run_config
+from ros_amf.training.semantic import SemanticTrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +24,25 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text("architecture: fpn\nnum_classes: 19\nencoder_width: 8\ndecoder_channels: 16\n"
-                    "afma: true\nafma_depth: 2\nafma_patch_size: 4\n")
+    path.write_text("model:\n  architecture: fpn\n  num_classes: 19\n  encoder_width: 8\n  decoder_channels: 16\n"
+                    "  afma: true\n  afma_depth: 2\n  afma_patch_size: 4\n"
+                    "  input_size: {short_side: 64, max_long_side: 128}\n")
     return path
+
+
+def augment(image, label, rng, short_side, scale_range, crop):
+    """The semantic settings of the one training augmentation, on an image and its label map."""
+    augmentation = TrainAugmentation(short_sides=(short_side,), max_long_side=None, scale_range=scale_range,
+                                     crop_hw=crop)
+    sample = augmentation({"image": image, "label": label}, rng)
+    return sample["image"], sample["label"]
 
 
 def _train(config, data, out, iterations, *extra):
     argv = ["--config", str(config), "--data", str(data), "--out", str(out), "--iterations", str(iterations),
             "--batch-size", "2", "--short-side", "64", "--crop", "64x64", "--checkpoint-every", "1",
             "--log-every", "1", "--threads", "1", *extra]
-    assert train_semantic.main(argv) == 0
+    assert main_semantic(argv) == 0
 
 
 def test_resumed_run_continues_the_same_curve_and_evaluates(tiny_data, tiny_config, tmp_path):
@@ -94,5 +105,13 @@ def test_init_fine_tunes_from_given_weights_and_refuses_a_mismatched_checkpoint(
     other.write_text(tiny_config.read_text().replace("decoder_channels: 16", "decoder_channels: 24"))
     argv = ["--config", str(other), "--data", str(tiny_data), "--out", str(tmp_path / "bad"), "--iterations", "1",
             "--short-side", "64", "--crop", "64x64", "--threads", "1", "--init", str(tmp_path / "first" / "final.pt")]
-    assert train_semantic.main(argv) == 2
+    assert main_semantic(argv) == 2
     assert "does not fit this model" in capsys.readouterr().err
+
+
+def test_an_old_flat_config_still_reads_as_the_model_section(tiny_config, tmp_path):
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("".join(line[2:] + "\n" for line in tiny_config.read_text().splitlines()[1:]))
+    assert "model:" not in flat.read_text()
+    assert load_run_config(flat, "semantic", SemanticTrainConfig) == \
+        load_run_config(tiny_config, "semantic", SemanticTrainConfig)

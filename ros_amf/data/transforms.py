@@ -1,17 +1,22 @@
 """Training-time augmentation of samples (dicts from the readers), deterministic under a seed.
 
-Every transform is a callable ``t(sample, rng) -> sample`` that takes its randomness only
-from ``rng`` (a numpy Generator), and keeps the image, the instance masks, boxes, the
-ignore mask and the semantic label map consistent. Geometric transforms drop instances that
-lose all their pixels (e.g. cropped away) and recompute boxes from the masks.
-``AugmentedDataset`` seeds one generator per (seed, epoch, index), so a sample's
+:class:`TrainAugmentation` is the one pipeline both trainers use: scale jitter (a short side,
+times a random factor, long side capped), a fixed-size random crop, horizontal flip and
+photometric jitter. Its steps are callables ``t(sample, rng) -> sample`` that take their
+randomness only from ``rng`` (a numpy Generator) and keep the image, the instance masks, boxes,
+the ignore mask and the semantic label map consistent (labels are resized nearest). Geometric
+steps drop instances that lose all their pixels (e.g. cropped away) and recompute boxes.
+:class:`AugmentedDataset` seeds one generator per (seed, epoch, index), so a sample's
 augmentation does not depend on data-loader worker count or order.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
+from ros_amf.contract.labels import IGNORE_INDEX
 from ros_amf.data.targets import boxes_from_masks
 
 
@@ -35,21 +40,6 @@ def _drop_empty_instances(sample: dict, min_pixels: int = 1) -> dict:
     sample["classes"] = sample["classes"][keep]
     sample["boxes"] = boxes_from_masks(sample["masks"])
     return sample
-
-
-class RandomShortSideResize:
-    """Resize so the short side is one of ``short_sides`` (chosen at random), long side capped."""
-
-    def __init__(self, short_sides=tuple(range(416, 641, 32)), max_long_side: int = 1066):
-        self.short_sides = tuple(short_sides)
-        self.max_long_side = max_long_side
-
-    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        h, w = sample["image"].shape[:2]
-        short = self.short_sides[int(rng.integers(len(self.short_sides)))]
-        scale = min(short / min(h, w), self.max_long_side / max(h, w))
-        size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-        return resize_sample(sample, size)
 
 
 def resize_sample(sample: dict, size_wh: tuple[int, int]) -> dict:
@@ -182,39 +172,86 @@ class PhotometricJitter:
         return out
 
 
-class Compose:
-    def __init__(self, transforms: list):
-        self.transforms = list(transforms)
+class RandomShortSideResize:
+    """Resize so the short side is one of ``short_sides`` (chosen at random) times a random factor
+    from ``scale_range``; the long side is capped at ``max_long_side`` (None = no cap)."""
+
+    def __init__(self, short_sides=tuple(range(416, 641, 32)), max_long_side: int | None = 1066,
+                 scale_range: tuple[float, float] = (1.0, 1.0)):
+        self.short_sides = tuple(short_sides)
+        self.max_long_side = max_long_side
+        self.scale_range = tuple(scale_range)
+
+    def size_for(self, height: int, width: int, rng: np.random.Generator,
+                 short_side: int | None = None) -> tuple[int, int]:
+        """(width, height) after resizing; ``short_side`` overrides the random choice (a batch's size)."""
+        if short_side is None:
+            short_side = self.short_sides[int(rng.integers(len(self.short_sides)))]
+        scale = short_side / min(height, width) * rng.uniform(*self.scale_range)
+        if self.max_long_side:
+            scale = min(scale, self.max_long_side / max(height, width))
+        return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        for t in self.transforms:
-            sample = t(sample, rng)
+        return resize_sample(sample, self.size_for(*sample["image"].shape[:2], rng))
+
+
+def pad_sample(sample: dict, height: int, width: int) -> dict:
+    """Pad bottom/right to at least ``height`` x ``width``: black image, ignored label and mask pixels."""
+    h, w = sample["image"].shape[:2]
+    pad_h, pad_w = max(0, height - h), max(0, width - w)
+    if not (pad_h or pad_w):
         return sample
+    out = dict(sample)
+    pad = ((0, pad_h), (0, pad_w))
+    out["image"] = np.pad(sample["image"], pad + ((0, 0),))
+    if "label" in sample:
+        out["label"] = np.pad(sample["label"], pad, constant_values=IGNORE_INDEX)
+    if "ignore_mask" in sample:
+        out["ignore_mask"] = np.pad(sample["ignore_mask"], pad, constant_values=True)
+    if "masks" in sample:
+        out["masks"] = np.pad(sample["masks"], ((0, 0),) + pad)
+    return out
 
 
-def train_transforms(short_sides=tuple(range(416, 641, 32)), max_long_side: int = 1066,
-                     crop_hw: tuple[int, int] | None = (512, 512)) -> Compose:
-    """The usual training pipeline: resize, crop, flip, colour jitter."""
-    steps = [RandomShortSideResize(short_sides, max_long_side)]
-    if crop_hw is not None:
-        steps.append(RandomCrop(crop_hw))
-    steps += [HorizontalFlip(0.5), PhotometricJitter()]
-    return Compose(steps)
+@dataclass(frozen=True)
+class TrainAugmentation:
+    """The training pipeline: resize (scale jitter) -> crop -> flip -> photometric jitter.
+
+    With ``crop_hw`` only the crop window is resized (see :func:`resize_crop_sample`) and images
+    smaller than the window are padded to it, so every sample comes out ``crop_hw``.
+    """
+    short_sides: tuple[int, ...] = tuple(range(416, 641, 32))
+    max_long_side: int | None = 1066
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    crop_hw: tuple[int, int] | None = None
+    hflip: bool = True
+    photometric: bool = False
+
+    def __call__(self, sample: dict, rng: np.random.Generator, short_side: int | None = None) -> dict:
+        resize = RandomShortSideResize(self.short_sides, self.max_long_side, self.scale_range)
+        size_wh = resize.size_for(*sample["image"].shape[:2], rng, short_side)
+        if self.crop_hw is None:
+            sample = resize_sample(sample, size_wh)
+        else:
+            window = RandomCrop(self.crop_hw).window(size_wh[1], size_wh[0], rng)
+            sample = pad_sample(resize_crop_sample(sample, size_wh, *window), *self.crop_hw)
+        sample = HorizontalFlip(0.5 if self.hflip else 0.0)(sample, rng)
+        return PhotometricJitter()(sample, rng) if self.photometric else sample
 
 
 class AugmentedDataset:
-    """Wraps a reader; sample i of epoch e is augmented with the generator seeded by (seed, e, i)."""
+    """Wraps a reader; indexed by ``(index, epoch)`` or ``(index, epoch, short_side)`` (the keys a
+    training sampler yields). Sample ``index`` of ``epoch`` is augmented with the generator
+    seeded by (seed, epoch, index); ``short_side`` fixes the resize of a whole batch."""
 
-    def __init__(self, dataset, transform, seed: int = 0):
-        self.dataset, self.transform, self.seed = dataset, transform, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, dataset, augmentation: TrainAugmentation, seed: int = 0):
+        self.dataset, self.augmentation, self.seed = dataset, augmentation, seed
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        return self.transform(self.dataset[index], rng)
+    def __getitem__(self, key: tuple[int, ...]) -> dict:
+        index, epoch, *short_side = key
+        rng = np.random.default_rng([self.seed, epoch, index])
+        return self.augmentation(self.dataset[index], rng, *short_side)

@@ -21,8 +21,9 @@ API (all plain functions/classes, no global state besides what torch.distributed
   of dataset indices (a new permutation per epoch from ``seed + epoch``), sharded by rank; its
   ``state_dict()``/``load_state_dict()`` record the exact position so a resumed run sees the same
   data order (``state_after(consumed)`` for loaders that prefetch ahead of the loop).
-  ``sample_seed(seed, epoch, index)`` gives a per-sample augmentation seed that does not depend
-  on worker processes.
+- ``MultiScaleBatches(sampler, batch_size, short_sides, seed, first_batch)``: batches of
+  ``(index, epoch, short_side)`` keys for ``data.transforms.AugmentedDataset``, one short side
+  per batch drawn from (seed, batch number), so a resumed run draws the same sizes.
 - ``capture_rng_state()`` / ``restore_rng_state(state)``: python/numpy/torch(/cuda) RNG states.
 - ``save_training_checkpoint(path, ...)`` / ``load_training_checkpoint(path, model, ...)``:
   atomic checkpoint (via ros_amf.contract.checkpoint) holding model, optimizer, scheduler, scaler,
@@ -194,15 +195,10 @@ def make_grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScale
 
 
 # ---------------------------------------------------------------- data order
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """Augmentation seed of one sample in one epoch, independent of loader workers."""
-    return (seed * 1_000_003 + epoch * 100_003 + index * 7919) % (2 ** 31 - 1)
-
-
 class ResumableSampler(torch.utils.data.Sampler):
     """Endless deterministic index stream: epoch e is permutation(seed + e), sharded by rank.
 
-    Yields ``(index, epoch)`` pairs so datasets can seed augmentation with ``sample_seed``.
+    Yields ``(index, epoch)`` pairs so datasets can seed each sample's augmentation by epoch.
     ``state_dict`` is the number of indices already consumed in the current epoch; restoring
     it continues exactly where the checkpointed run was (the loader must then be recreated).
     """
@@ -244,6 +240,24 @@ class ResumableSampler(torch.utils.data.Sampler):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+class MultiScaleBatches(torch.utils.data.Sampler):
+    """Batches of (index, epoch, short_side); the short side is drawn per batch from (seed, batch number)."""
+
+    def __init__(self, sampler: ResumableSampler, batch_size: int, short_sides: tuple[int, ...], seed: int,
+                 first_batch: int = 0):
+        self.sampler, self.batch_size, self.short_sides, self.seed = sampler, batch_size, short_sides, seed
+        self.first_batch = first_batch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        stream = iter(self.sampler)
+        batch_number = self.first_batch
+        while True:
+            generator = torch.Generator().manual_seed(self.seed * 7_919 + batch_number)
+            short = self.short_sides[int(torch.randint(len(self.short_sides), (1,), generator=generator))]
+            yield [(index, epoch, short) for index, epoch in (next(stream) for _ in range(self.batch_size))]
+            batch_number += 1
 
 
 # ---------------------------------------------------------------- RNG + checkpoints
