@@ -4,7 +4,8 @@ import json
 import yaml
 
 from ros_amf.modeling.sparseinst.model import InstanceModelConfig
-from ros_amf.modeling.info import main, paper_figure
+from ros_amf.apps.model_info import main
+from ros_amf.modeling.info import paper_figure
 
 
 def test_model_info_rows_add_up(tmp_path, capsys):

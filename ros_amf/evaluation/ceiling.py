@@ -1,10 +1,8 @@
-"""``ros-amf eval ceiling``: the COCO mask AP a perfect SparseInst could reach at a given input size.
-
-    ros-amf eval ceiling --data DATA/coco --split val --short-side 320 384 480
+"""The COCO mask AP a perfect SparseInst could reach at a given input size (``ros-amf eval ceiling``).
 
 SparseInst predicts masks at 1/4 of the padded network input, and post-processing upsamples them
 bilinearly and thresholds at 0.45. An object a few pixels wide therefore cannot be segmented at
-IoU >= 0.5 at a small input, whatever the training. This command measures that bound on your data:
+IoU >= 0.5 at a small input, whatever the training. :func:`mask_ceiling` measures that bound on the data:
 each ground-truth mask is resized to the network input, area-averaged onto the 1/4 grid (the best
 soft mask that grid can hold), turned into logits, and sent through the real post-processing
 (``postprocess_instances``) and the real COCOeval (``coco_mask_ap``) with its true class. The
@@ -13,9 +11,6 @@ small for these objects" (ceiling itself low).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ros_amf.evaluation.coco_ap import METRIC_NAMES, coco_mask_ap, load_ground_truth, results_to_coco
+from ros_amf.evaluation.coco_ap import coco_mask_ap, load_ground_truth, results_to_coco
 from ros_amf.modeling.sparseinst.postprocess import postprocess_instances
 from ros_amf.runtime.preprocess import InputSize, plan_geometry
 
@@ -72,39 +67,3 @@ def mask_ceiling(annotation_json: str | Path, input_size: InputSize, limit: int 
     metrics = coco_mask_ap(ground_truth, detections, image_ids)
     return {"input": {"short_side": input_size.short_side, "max_long_side": input_size.max_long_side},
             "images": len(image_ids), "instances": instances, "metrics": metrics}
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ros-amf eval ceiling", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="COCO-layout directory (annotations/instances_<split>.json)")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--short-side", type=int, nargs="+", default=[320, 384, 480],
-                        help="input short sides to measure (the long side is capped at 4/3 of each)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    parser.add_argument("--out", default=None, help="write the table as JSON here")
-    args = parser.parse_args(argv)
-    annotation_json = Path(args.data) / "annotations" / f"instances_{args.split}.json"
-    if not annotation_json.is_file():
-        print(f"ros-amf eval ceiling: '{annotation_json}' does not exist; point --data at a COCO-layout directory "
-              "and --split at one of its annotation files.", file=sys.stderr)
-        return 2
-    try:
-        sizes = [InputSize(s, (s * 4 + 2) // 3) for s in args.short_side]
-    except ValueError as error:
-        print(f"ros-amf eval ceiling: {error}", file=sys.stderr)
-        return 2
-    rows = [mask_ceiling(annotation_json, size, args.limit) for size in sizes]
-    print(f"mask-resolution ceiling ({rows[0]['images']} images, {rows[0]['instances']} instances; "
-          "perfect classes and masks at 1/4 of the input)")
-    print("| input | " + " | ".join(METRIC_NAMES) + " |")
-    print("|---" * (len(METRIC_NAMES) + 1) + "|")
-    for row in rows:
-        size = row["input"]
-        print(f"| {size['short_side']}/{size['max_long_side']} | "
-              + " | ".join(f"{row['metrics'][m]:.3f}" for m in METRIC_NAMES) + " |")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(rows, indent=1))
-        print(f"wrote {args.out}")
-    return 0

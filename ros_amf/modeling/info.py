@@ -1,15 +1,12 @@
-"""``ros-amf model-info CONFIG --size 640``: parameters and GFLOPs per module of a model config.
+"""Parameters and FLOPs per module of a model config (``ros-amf model-info``).
 
-FLOPs come from torch's FlopCounterMode (convolutions, matmuls, bmm/einsum). We print GFLOPs in the
-detectron2/fvcore convention the papers use (one multiply-add = 1 FLOP, i.e. torch's count / 2)
-and torch's raw count. Element-wise ops, pooling and grid_sample (DCN sampling) are not counted,
-as in fvcore. The paper's figures are printed next to the configs they describe.
+FLOPs come from torch's FlopCounterMode (convolutions, matmuls, bmm/einsum); rows carry torch's raw
+count. The papers use the detectron2/fvcore convention (one multiply-add = 1 FLOP, i.e. torch's
+count / 2). Element-wise ops, pooling and grid_sample (DCN sampling) are not counted, as in fvcore.
+:func:`paper_figure` gives the paper's GFLOPs for the configs they describe.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from typing import Any
 
 import torch
@@ -69,42 +66,3 @@ def measure(model: nn.Module, height: int, width: int, depth: int = 2) -> list[d
         rows.append({"module": name or "(total)", "level": level, "params": sum(p.numel() for p in module.parameters()),
                      "torch_flops": int(total)})
     return rows
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ros-amf model-info", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="model YAML (models/*.yaml)")
-    parser.add_argument("--size", default="640", help="input size: N (NxN) or HxW, multiples of 32 (default 640)")
-    parser.add_argument("--depth", type=int, default=2, help="submodule levels to list (default 2)")
-    parser.add_argument("--json", default=None, help="also write the table as JSON here")
-    args = parser.parse_args(argv)
-    try:
-        height, width = (int(v) for v in (args.size.split("x") if "x" in args.size else (args.size, args.size)))
-    except ValueError:
-        print(f"error: --size '{args.size}' is not N or HxW; e.g. --size 640 or --size 640x864.", file=sys.stderr)
-        return 2
-    if height % 32 or width % 32:
-        print(f"error: --size {height}x{width} must be multiples of 32 (the models need padded inputs).",
-              file=sys.stderr)
-        return 2
-    try:
-        task, cfg, model = build_from_yaml(args.config)
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    rows = measure(model, height, width, args.depth)
-    print(f"{args.config} ({task}) at {height}x{width}")
-    print(f"{'module':<42} {'params (M)':>11} {'GFLOPs':>9} {'torch GFLOPs':>13}")
-    for row in rows:
-        name = "  " * max(row["level"] - 1, 0) + row["module"]
-        print(f"{name:<42} {row['params'] / 1e6:>11.3f} {row['torch_flops'] / 2e9:>9.2f} {row['torch_flops'] / 1e9:>13.2f}")
-    figure = paper_figure(cfg) if task == "instance" else None
-    total = rows[0]
-    print(f"total: {total['params'] / 1e6:.2f} M parameters, {total['torch_flops'] / 2e9:.1f} GFLOPs "
-          f"(multiply-add = 1){'; paper: ' + figure + ' GFLOPs' if figure else ''}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"config": args.config, "task": task, "size_hw": [height, width], "paper_gflops": figure,
-                       "rows": rows}, handle, indent=2)
-    return 0

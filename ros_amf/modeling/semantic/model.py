@@ -21,24 +21,51 @@ from ros_amf.contract.input_size import InputSize, legacy_input_size_keys
 from ros_amf.modeling.backbones.resnet import ResNetEncoder
 from ros_amf.modeling.semantic.decoders.deeplabv3 import DeepLabV3Decoder
 from ros_amf.modeling.semantic.decoders.fpn import FPNDecoder
+from ros_amf.modeling.semantic.decoders.linknet import LinknetDecoder
+from ros_amf.modeling.semantic.decoders.manet import MAnetDecoder
+from ros_amf.modeling.semantic.decoders.pan import PANDecoder
 from ros_amf.modeling.semantic.decoders.pspnet import PSPDecoder
 from ros_amf.modeling.semantic.decoders.unet import UnetDecoder
+from ros_amf.modeling.semantic.decoders.unetplusplus import UnetPlusPlusDecoder
 
-ARCHITECTURES = ("fpn", "deeplabv3", "unet", "pspnet")
+
+def _halving(channels: int) -> tuple[int, ...]:
+    """Widths of the five x2 blocks of the U-Net family: channels, channels/2, ... (at least 8)."""
+    return tuple(max(8, channels // 2 ** i) for i in range(5))
+
+
+# The AFMA paper's eight hosts: decoder from (encoder channels, decoder_channels)
+DECODERS = {
+    "fpn": lambda enc, c: FPNDecoder(enc, pyramid_channels=c, segmentation_channels=max(16, c // 2)),
+    "deeplabv3": lambda enc, c: DeepLabV3Decoder(enc, channels=c),
+    "unet": lambda enc, c: UnetDecoder(enc, channels=_halving(c)),
+    "pspnet": lambda enc, c: PSPDecoder(enc, channels=c),
+    "unetplusplus": lambda enc, c: UnetPlusPlusDecoder(enc, channels=_halving(c)),
+    "manet": lambda enc, c: MAnetDecoder(enc, channels=_halving(c)),
+    "pan": lambda enc, c: PANDecoder(enc, channels=c),
+    "linknet": lambda enc, c: LinknetDecoder(enc, final_channels=c),
+}
+ARCHITECTURES = tuple(DECODERS)
+# Dilated encoders, as in SMP and the AFMA authors' code: DeepLabV3 and PSPNet replace the strides of
+# res4/res5 by dilation (output stride 8), PAN that of res5 (16). The other hosts keep stride 32.
+ENCODER_OUT_STRIDE = {"deeplabv3": 8, "pspnet": 8, "pan": 16}
+DEEPEST_FEATURE = 5  # features[5] = res5
 
 
 @dataclass
 class SemanticModelConfig:
-    architecture: Literal["fpn", "deeplabv3", "unet", "pspnet"] = "fpn"
+    architecture: Literal["fpn", "deeplabv3", "unet", "pspnet", "unetplusplus", "manet", "pan", "linknet"] = "fpn"
     num_classes: int = 19
     encoder_depth: int = 18            # ResNet-18/34/50
     encoder_width: int = 64            # 32 for slim CPU models
-    decoder_channels: int = 256        # FPN pyramid / ASPP / PSP width; U-Net's first block (then halved)
+    # FPN pyramid / ASPP / PSP / PAN width; U-Net, U-Net++ and MA-Net: first block (then halved);
+    # LinkNet: its last block (the others mirror the encoder)
+    decoder_channels: int = 256
     afma: bool = True                  # the one switch: host network with or without AFMA
-    afma_depth: int = 2                # d: AFMA attends between the image and features[d]
+    afma_depth: int = 2                # d: AFMA attends between the image and features[d] (1..5)
     afma_patch_size: int = 10          # p
     afma_embed_rows: int = 40          # rows per strip of the image branch (bounds memory; same result)
-    input_size: InputSize = InputSize(512, 1024)   # inference input; a config states its own
+    input_size: InputSize = InputSize(480, 640)    # inference input (the synthetic camera; configs state their own)
 
     @staticmethod
     def upgrade_legacy_keys(data: dict) -> dict:
@@ -78,38 +105,31 @@ class SemanticSegmentationModel(nn.Module):
         return {"logits": logits, "host_logits": host_logits, "afma": factors}
 
 
-def _build_decoder(cfg: SemanticModelConfig, channels: tuple[int, ...]) -> nn.Module:
-    c = cfg.decoder_channels
-    if cfg.architecture == "fpn":
-        return FPNDecoder(channels, pyramid_channels=c, segmentation_channels=max(16, c // 2))
-    if cfg.architecture == "deeplabv3":
-        return DeepLabV3Decoder(channels, channels=c)
-    if cfg.architecture == "unet":
-        return UnetDecoder(channels, channels=tuple(max(8, c // 2 ** i) for i in range(5)))
-    if cfg.architecture == "pspnet":
-        return PSPDecoder(channels, channels=c)
-    raise ValueError(f"architecture '{cfg.architecture}' is not known; use one of {ARCHITECTURES}.")
-
-
 def build_semantic_model(cfg: SemanticModelConfig) -> SemanticSegmentationModel:
     if cfg.architecture not in ARCHITECTURES:
         raise ValueError(f"architecture '{cfg.architecture}' is not known; use one of {ARCHITECTURES}.")
     if cfg.num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {cfg.num_classes}.")
-    out_stride = 8 if cfg.architecture == "deeplabv3" else 32
+    if cfg.afma and not 1 <= cfg.afma_depth <= DEEPEST_FEATURE:
+        raise ValueError(f"afma_depth {cfg.afma_depth} is not available: AFMA reads encoder features[d] for "
+                         f"d = 1..{DEEPEST_FEATURE}; set afma_depth in that range.")
+    out_stride = ENCODER_OUT_STRIDE.get(cfg.architecture, 32)
     encoder = ResNetEncoder(depth=cfg.encoder_depth, width=cfg.encoder_width, out_stride=out_stride)
-    # features[d] has stride 2^d only up to the encoder's output stride (DeepLabV3: 8 -> d <= 3);
-    # PSPNet (as in SMP) uses the encoder up to stride 8 only, so it drops res4/res5
-    deepest = 3 if cfg.architecture in ("deeplabv3", "pspnet") else 5
     if cfg.architecture == "pspnet":
-        encoder.res4, encoder.res5 = nn.Identity(), nn.Identity()
+        # PSPNet (as in SMP) runs the encoder to stride 8 only; a deeper (dilated) stage stays only
+        # when AFMA reads it, as the authors' PSPNet computes AFMA on its dilated res4/res5
+        kept = max(3, cfg.afma_depth) if cfg.afma else 3
+        if kept < 4:
+            encoder.res4 = nn.Identity()
+        if kept < 5:
+            encoder.res5 = nn.Identity()
     afma = None
     if cfg.afma:
-        if not 1 <= cfg.afma_depth <= deepest:
-            raise ValueError(f"afma_depth {cfg.afma_depth} is not available on {cfg.architecture}: its encoder "
-                             f"features keep stride 2^d only for d = 1..{deepest}; set afma_depth in that range.")
+        # features[d] of a dilated encoder keeps the output stride (DeepLabV3/PSPNet: d = 3, 4, 5 all
+        # stride 8), so AFMA's grids use that stride; see ros_amf.modeling.semantic.afma
+        stride_depth = min(cfg.afma_depth, out_stride.bit_length() - 1)
         afma = AcrossFeatureMapAttention(encoder.out_channels[cfg.afma_depth], cfg.num_classes,
                                          depth=cfg.afma_depth, patch_size=cfg.afma_patch_size,
-                                         embed_rows=cfg.afma_embed_rows)
-    decoder = _build_decoder(cfg, encoder.out_channels)
+                                         embed_rows=cfg.afma_embed_rows, stride_depth=stride_depth)
+    decoder = DECODERS[cfg.architecture](encoder.out_channels, cfg.decoder_channels)
     return SemanticSegmentationModel(cfg, encoder, decoder, afma)

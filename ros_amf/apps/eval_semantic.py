@@ -1,0 +1,66 @@
+"""``ros-amf eval semantic``: confusion matrix, IoU per class, mIoU, mIoU_S, mIoU_L of a checkpoint.
+
+    ros-amf eval semantic --checkpoint models/fpn_afma_r18slim.pt --data data/synth --split val \\
+        --out results/fpn_afma_val.json
+
+Each image goes through the runtime's pre-processing at the checkpoint's own input size unless
+--input-short-side / --input-max-long-side say otherwise, and is scored at the ground truth's full
+resolution (ros_amf.evaluation.semantic). Prints a table, writes JSON (the per-class IoUs and the
+confusion matrix included).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ros_amf.apps.common import add_input_size_flags, input_size_from
+from ros_amf.contract.checkpoint import CheckpointError
+from ros_amf.evaluation.miou import format_table
+from ros_amf.evaluation.semantic import SMALL_CLASS_IDS, evaluate, load_semantic_model, open_semantic_dataset
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ros-amf eval semantic", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path, help="dataset root (make-data --out directory or real data)")
+    p.add_argument("--dataset", choices=sorted(SMALL_CLASS_IDS), default="cityscapes")
+    p.add_argument("--split", default="val")
+    add_input_size_flags(p, "the checkpoint's model config")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images (0 = all)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--out", type=Path, help="JSON result file")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model, _ = load_semantic_model(args.checkpoint)
+        size = input_size_from(args, model.cfg.input_size)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dataset = open_semantic_dataset(args.dataset, args.data, args.split)
+    if len(dataset.class_names) != model.cfg.num_classes:
+        print(f"error: {args.checkpoint} predicts {model.cfg.num_classes} classes but the {args.dataset} data has "
+              f"{len(dataset.class_names)}; evaluate it on the dataset it was trained for.", file=sys.stderr)
+        return 2
+    summary = evaluate(model, dataset, size, SMALL_CLASS_IDS[args.dataset], args.limit,
+                       progress=lambda i, n: print(f"\r{i}/{n} images", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    summary.update({"checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split,
+                    "data": str(args.data), "input": {"short_side": size.short_side, "max_long_side": size.max_long_side},
+                    "afma": model.cfg.afma, "architecture": model.cfg.architecture})
+    print(format_table(summary))
+    print(f"{summary['images']} images, {summary['seconds_per_image']:.3f} s/image")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(summary, indent=2))
+        print(f"wrote {args.out}")
+    return 0
