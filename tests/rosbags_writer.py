@@ -1,19 +1,23 @@
-"""Test helper: write small camera bags with the plain ``rosbags`` writers, as another tool would.
+"""Test helper: write small camera bags, ROS 2 ones with ``ros_amf.bags.BagWriter``, ROS 1 ones with
+the plain ``rosbags`` writer (ros_amf writes no ROS 1 bags), and damage them on request.
 
-Used by tests/test_bag_*.py and tests/test_replay_*.py; deliberately independent of ros_amf so
-that reading these bags proves a foreign bag replays without any conversion step.
+Used by tests/test_bag_*.py and tests/test_replay_*.py. The expected pixels and stamps come from
+``frame_pixels`` and ``stamp_of`` here, not from the writer, so the reader tests still pin both sides.
 """
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
-import cv2
 import numpy as np
 from rosbags.rosbag1 import Writer as Ros1Writer
-from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from ros_amf.bags import BagWriter
+
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 2}
+RECEIVED_AFTER_NS = 1_000_000  # the recorder received each frame 1 ms after its stamp
 
 
 def frame_pixels(index: int, height: int = 16, width: int = 24, channels: int = 3) -> np.ndarray:
@@ -35,42 +39,54 @@ def write_image_bag(path: Path, *, frames: int = 6, storage: str = "sqlite3", to
     """Write a ROS 2 bag (storage 'sqlite3' or 'mcap') or, with storage 'ros1', a ROS 1 .bag file.
 
     compressed: None for sensor_msgs/Image, or 'png' / 'jpeg' for sensor_msgs/CompressedImage.
-    corrupt_message: index of a message whose serialized bytes are replaced by garbage.
+    corrupt_message: index of an image message whose stored bytes are cut short (sqlite3 bags only).
     """
-    ros1 = storage == "ros1"
-    store = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_KILTED)
-    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
-    msgtype = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-    Msg = store.types[msgtype]
-    serialize = store.serialize_ros1 if ros1 else store.serialize_cdr
-    if ros1:
-        writer = Ros1Writer(path)
-    else:
-        writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
-    with writer:
-        connection = writer.add_connection(topic, msgtype, typestore=store)
+    if storage == "ros1":
+        assert not (compressed or row_padding or extra_string_topic or corrupt_message is not None), \
+            "ROS 1 test bags hold plain Image messages only"
+        return _write_ros1_bag(path, frames, topic, encoding, rate_hz, height, width)
+    with BagWriter(path, storage) as bag:
         if extra_string_topic:
-            text = writer.add_connection(extra_string_topic, "std_msgs/msg/String", typestore=store)
-            writer.write(text, 1, serialize(store.types["std_msgs/msg/String"](data="hello"), "std_msgs/msg/String"))
+            bag.write(extra_string_topic, bag.types["std_msgs/msg/String"](data="hello"), 1)
         for i in range(frames):
             sec, nanosec = stamp_of(i, rate_hz)
-            header = (Header(seq=i, stamp=Time(sec=sec, nanosec=nanosec), frame_id="camera") if ros1 else
-                      Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="camera"))
-            channels = CHANNELS[encoding]
-            pixels = frame_pixels(i, height, width, 3 if compressed else channels)
+            stamp = sec * 1_000_000_000 + nanosec
             if compressed:
-                ok, buffer = cv2.imencode("." + compressed, pixels)
-                assert ok
-                msg = Msg(header=header, format=compressed, data=buffer.reshape(-1))
+                bag.write_compressed_image(topic, frame_pixels(i, height, width), compressed, stamp,
+                                           log_time_ns=stamp + RECEIVED_AFTER_NS)
             else:
-                step = width * channels + row_padding
-                rows = np.zeros((height, step), np.uint8)
-                rows[:, : width * channels] = pixels.reshape(height, -1)
-                msg = Msg(header=header, height=height, width=width, encoding=encoding, is_bigendian=0, step=step,
-                          data=rows.reshape(-1))
-            data = serialize(msg, msgtype)
-            if corrupt_message == i:
-                data = data[:12]  # a message cut short: deserialisation must fail
-            log_time = (sec * 1_000_000_000 + nanosec) + 1_000_000  # recorder received it 1 ms after the stamp
-            writer.write(connection, log_time, data)
+                channels = CHANNELS[encoding]
+                bag.write_image(topic, frame_pixels(i, height, width, channels), encoding, stamp,
+                                log_time_ns=stamp + RECEIVED_AFTER_NS, step=width * channels + row_padding)
+    if corrupt_message is not None:
+        _cut_short(path, topic, corrupt_message)
+    return path
+
+
+def _cut_short(path: Path, topic: str, index: int) -> None:
+    """Keep only 12 bytes of the index-th message on topic: deserialising it must fail."""
+    database = next(path.glob("*.db3"), None)
+    assert database is not None, "corrupt_message needs a sqlite3 bag"
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        (topic_id,) = db.execute("SELECT id FROM topics WHERE name = ?", (topic,)).fetchone()
+        (message_id,) = db.execute("SELECT id FROM messages WHERE topic_id = ? ORDER BY timestamp LIMIT 1 OFFSET ?",
+                                   (topic_id, index)).fetchone()
+        db.execute("UPDATE messages SET data = substr(data, 1, 12) WHERE id = ?", (message_id,))
+
+
+def _write_ros1_bag(path: Path, frames: int, topic: str, encoding: str, rate_hz: float, height: int,
+                    width: int) -> Path:
+    store = get_typestore(Stores.ROS1_NOETIC)
+    Header, Time, Image = (store.types[t] for t in ("std_msgs/msg/Header", "builtin_interfaces/msg/Time",
+                                                     "sensor_msgs/msg/Image"))
+    channels = CHANNELS[encoding]
+    with Ros1Writer(path) as writer:
+        connection = writer.add_connection(topic, "sensor_msgs/msg/Image", typestore=store)
+        for i in range(frames):
+            sec, nanosec = stamp_of(i, rate_hz)
+            msg = Image(header=Header(seq=i, stamp=Time(sec=sec, nanosec=nanosec), frame_id="camera"),
+                        height=height, width=width, encoding=encoding, is_bigendian=0, step=width * channels,
+                        data=frame_pixels(i, height, width, channels).reshape(-1))
+            writer.write(connection, sec * 1_000_000_000 + nanosec + RECEIVED_AFTER_NS,
+                         store.serialize_ros1(msg, "sensor_msgs/msg/Image"))
     return path

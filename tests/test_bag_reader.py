@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from ros_amf.bags.reader import (BagNotFoundError, BagReader, CorruptBagError, TopicNotFoundError,
-                                UnsupportedEncodingError, UnsupportedMessageTypeError, list_topics, read_images)
+from ros_amf.bags import (BagNotFoundError, BagReader, CorruptBagError, TopicNotFoundError, UnsupportedEncodingError,
+                          UnsupportedMessageTypeError, list_topics, read_images)
 from rosbags_writer import frame_pixels, write_image_bag
 
 STORAGES = ["sqlite3", "mcap"]

@@ -8,10 +8,11 @@ from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
 from ros_amf.apps.cli import main as cli_main
-from ros_amf.data.synthetic.drive_bag import (CAMERA_INFO_TOPIC, IMAGE_TOPIC, frame_stamp_ns, load_bag_ground_truth,
-                                    render_drive, write_drive_bags)
-from ros_amf.data.errors import DatasetFileError
+from ros_amf.bags import load_bag_ground_truth
+from ros_amf.contract.errors import DatasetFileError
 from ros_amf.contract.labels import LABEL_ID_TO_TRAIN_ID, SYNTH_THING_NAMES
+from ros_amf.data.synthetic.drive_bag import (CAMERA_INFO_TOPIC, IMAGE_TOPIC, frame_stamp_ns, render_drive,
+                                              write_drive_bags)
 
 FRAMES, SIZE = 6, (128, 96)
 

@@ -12,12 +12,12 @@ from pycocotools.coco import COCO
 from ros_amf.data.datasets.camvid import CamVidDataset
 from ros_amf.data.datasets.cityscapes import CityscapesDataset
 from ros_amf.data.datasets.coco import CocoInstances
-from ros_amf.data.errors import DatasetFileError
+from ros_amf.contract.errors import DatasetFileError
 from ros_amf.data.synthetic.export import encode_rle
 from ros_amf.contract.labels import (CITYSCAPES_INSTANCE_NAMES, LABEL_ID_TO_TRAIN_ID, SYNTH_THING_NAMES,
                                  CITYSCAPES_LABEL_ID)
 from ros_amf.data.synthetic.dataset import make_dataset
-from ros_amf.data.synthetic.scene import render_still
+from ros_amf.data.synthetic.render import render_still
 
 SEED, FRAMES, SIZE = 11, 6, (192, 144)
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ros_amf.contract.labels import CITYSCAPES_LABEL_ID, coco_size_bucket
-from ros_amf.data.synthetic.scene import render_still
+from ros_amf.data.synthetic.render import render_still
 from ros_amf.data.synthetic.drive_bag import render_drive
 
 

@@ -19,11 +19,11 @@ import yaml
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_typestore
 
+from ros_amf.contract.pixels import ENCODINGS, to_rgb
+
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
-# encoding -> channels; the encodings the perception nodes accept
-SUPPORTED_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 
 
@@ -75,7 +75,7 @@ class BagImage:
     log_time_ns: int     # when the recorder received it (bag timestamp)
     stamp_ns: int        # header.stamp, the key outputs are matched by
     frame_id: str
-    encoding: str        # one of SUPPORTED_ENCODINGS
+    encoding: str        # one of contract.pixels.ENCODINGS, the encodings the nodes accept
     height: int
     width: int
     step: int            # bytes per row (may include padding)
@@ -83,18 +83,13 @@ class BagImage:
 
     def to_array(self) -> np.ndarray:
         """HxWxC (HxW for mono8) view of the pixels without row padding; no copy when rows are unpadded."""
-        channels = SUPPORTED_ENCODINGS[self.encoding]
+        channels = ENCODINGS[self.encoding][0]
         rows = self.data.reshape(self.height, self.step)[:, : self.width * channels]
         return rows.reshape(self.height, self.width) if channels == 1 else rows.reshape(self.height, self.width, channels)
 
     def to_rgb(self) -> np.ndarray:
         """HxWx3 RGB uint8, the layout the models consume."""
-        import cv2
-
-        array = self.to_array()
-        code = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
-                "mono8": cv2.COLOR_GRAY2RGB}.get(self.encoding)
-        return np.ascontiguousarray(array) if code is None else cv2.cvtColor(array, code)
+        return np.ascontiguousarray(to_rgb(self.to_array(), self.encoding))
 
 
 def stamp_to_ns(stamp) -> int:
@@ -229,12 +224,12 @@ class BagReader:
             return BagImage(index, log_time_ns, stamp_to_ns(header.stamp), header.frame_id, encoding, height, width,
                             pixels.strides[0], pixels.reshape(-1))
         encoding = message.encoding.lower()
-        if encoding not in SUPPORTED_ENCODINGS:
+        if encoding not in ENCODINGS:
             raise UnsupportedEncodingError(
                 f"frame {index} of topic '{info.name}' in bag '{self.path}' has encoding '{message.encoding}'; "
-                f"the nodes accept {', '.join(SUPPORTED_ENCODINGS)}. Convert the topic to one of these.")
+                f"the nodes accept {', '.join(ENCODINGS)}. Convert the topic to one of these.")
         data = np.asarray(message.data, dtype=np.uint8).reshape(-1)
-        if data.size < message.step * message.height or message.step < message.width * SUPPORTED_ENCODINGS[encoding]:
+        if data.size < message.step * message.height or message.step < message.width * ENCODINGS[encoding][0]:
             raise CorruptBagError(
                 f"frame {index} of topic '{info.name}' in bag '{self.path}' holds {data.size} bytes but "
                 f"{message.height} rows of step {message.step} ({message.width} px {encoding}) are declared; "

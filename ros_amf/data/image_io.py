@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ros_amf.data.errors import DatasetFileError
+from ros_amf.contract.errors import DatasetFileError
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Small building blocks shared by the encoder/decoder modules."""
+"""Small building blocks shared by the SparseInst heads and the semantic decoders."""
 from __future__ import annotations
 
 from torch import nn
@@ -20,6 +20,7 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 def conv_norm_relu(cin: int, cout: int, kernel: int = 3, norm: str = "none", dilation: int = 1,
                    groups: int = 1) -> nn.Sequential:
+    """Conv -> norm -> ReLU with 'same' padding; the conv has a bias only when no norm follows it."""
     padding = dilation * (kernel // 2)
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=padding, dilation=dilation, groups=groups,
                                    bias=norm == "none"),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ros_amf.data.errors import DatasetFileError
+from ros_amf.contract.errors import DatasetFileError
 from ros_amf.data.image_io import check_same_size, read_label, read_rgb
 from ros_amf.contract.labels import CAMVID_CLASS_NAMES, CAMVID_VOID_INDEX, IGNORE_INDEX, camvid_color_to_train_id
 

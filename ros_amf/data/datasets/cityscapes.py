@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ros_amf.data.errors import DatasetFileError
+from ros_amf.contract.errors import DatasetFileError
 from ros_amf.data.image_io import check_same_size, read_label, read_rgb
 from ros_amf.contract.labels import CITYSCAPES_INSTANCE_NAMES, CITYSCAPES_LABEL_ID, CITYSCAPES_TRAIN_NAMES, LABEL_ID_TO_TRAIN_ID
 from ros_amf.data.targets import instance_targets

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ros_amf.data.errors import DatasetFileError
+from ros_amf.contract.errors import DatasetFileError
 from ros_amf.data.image_io import read_rgb
 from ros_amf.data.targets import instance_targets
 

@@ -25,7 +25,7 @@ from pycocotools import mask as mask_utils
 from ros_amf.contract.labels import (CAMVID32_TO_11, CAMVID_VOID_INDEX, CITYSCAPES_LABEL_ID, CITYSCAPES_TO_CAMVID32,
                                  SYNTH_CATEGORY_IDS, SYNTH_THING_NAMES, cityscapes_label_id_colors,
                                  cityscapes_label_ids_to_camvid_rgb)
-from ros_amf.data.synthetic.scene import Frame
+from ros_amf.data.synthetic.render import RenderedFrame
 
 CITY = {"train": "synthtown", "val": "synthville"}
 POLYGON_MIN_IOU = 0.9   # a polygon is written only if pycocotools rasterises it this close to the mask
@@ -87,7 +87,7 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
 
 
-def frame_annotations(frame: Frame, image_id: int) -> list[dict]:
+def frame_annotations(frame: RenderedFrame, image_id: int) -> list[dict]:
     """COCO annotations (without ids) of a frame: every instance (polygons or compressed RLE),
     then the too-small remnants as iscrowd regions in uncompressed RLE, as COCO stores crowds."""
     anns = []
@@ -144,7 +144,7 @@ def _imwrite(path: Path, array: np.ndarray) -> None:
         raise OSError(f"{path}: could not write the PNG; check that the directory is writable.")
 
 
-def write_frame_files(out: Path, frame: Frame, split: str, index: int) -> dict:
+def write_frame_files(out: Path, frame: RenderedFrame, split: str, index: int) -> dict:
     """Write one frame into the Cityscapes, COCO and CamVid trees; return its COCO image entry."""
     stem = cityscapes_stem(split, index)
     city = CITY[split]

@@ -9,16 +9,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ros_amf.modeling.blocks import conv_bn_relu
+from ros_amf.modeling.layers import conv_norm_relu
 
 
 class ASPP(nn.Module):
     def __init__(self, cin: int, cout: int, rates: tuple[int, ...] = (12, 24, 36), dropout: float = 0.5):
         super().__init__()
-        self.branches = nn.ModuleList([conv_bn_relu(cin, cout, 1)] + [conv_bn_relu(cin, cout, 3, r) for r in rates])
+        self.branches = nn.ModuleList([conv_norm_relu(cin, cout, 1, "bn")]
+                                      + [conv_norm_relu(cin, cout, 3, "bn", dilation=r) for r in rates])
         self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False),
                                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-        self.project = nn.Sequential(conv_bn_relu(cout * (len(rates) + 2), cout, 1), nn.Dropout(dropout))
+        self.project = nn.Sequential(conv_norm_relu(cout * (len(rates) + 2), cout, 1, "bn"), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = F.interpolate(self.image_pool(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -32,7 +33,7 @@ class DeepLabV3Decoder(nn.Module):
     def __init__(self, encoder_channels: tuple[int, ...], channels: int = 256, rates: tuple[int, ...] = (12, 24, 36)):
         super().__init__()
         self.aspp = ASPP(encoder_channels[5], channels, rates)
-        self.conv = conv_bn_relu(channels, channels)
+        self.conv = conv_norm_relu(channels, channels, norm="bn")
         self.out_channels = channels
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:

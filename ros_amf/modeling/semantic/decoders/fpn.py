@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ros_amf.modeling.blocks import conv_bn_relu
+from ros_amf.modeling.layers import conv_norm_relu
 
 
 class FPNDecoder(nn.Module):
@@ -23,7 +23,8 @@ class FPNDecoder(nn.Module):
         # level i (stride 2^(i+2)) needs i upsampling steps to reach stride 4
         self.branches = nn.ModuleList()
         for level in range(4):
-            steps = [conv_bn_relu(pyramid_channels if s == 0 else segmentation_channels, segmentation_channels)
+            steps = [conv_norm_relu(pyramid_channels if s == 0 else segmentation_channels, segmentation_channels,
+                                    norm="bn")
                      for s in range(max(1, level))]
             self.branches.append(nn.Sequential(*steps))
         self.dropout = nn.Dropout2d(dropout)

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ros_amf.modeling.blocks import conv_bn_relu
+from ros_amf.modeling.layers import conv_norm_relu
 
 
 class PyramidPooling(nn.Module):
@@ -32,7 +32,7 @@ class PSPDecoder(nn.Module):
     def __init__(self, encoder_channels: tuple[int, ...], channels: int = 512, dropout: float = 0.2):
         super().__init__()
         self.pyramid = PyramidPooling(encoder_channels[3])
-        self.conv = conv_bn_relu(self.pyramid.out_channels, channels, 1)
+        self.conv = conv_norm_relu(self.pyramid.out_channels, channels, 1, "bn")
         self.dropout = nn.Dropout2d(dropout)
         self.out_channels = channels
 

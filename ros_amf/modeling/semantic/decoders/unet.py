@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ros_amf.modeling.blocks import conv_bn_relu
+from ros_amf.modeling.layers import conv_norm_relu
 
 
 class UnetDecoder(nn.Module):
@@ -20,7 +20,8 @@ class UnetDecoder(nn.Module):
         super().__init__()
         skips = list(encoder_channels[1:5])[::-1] + [0]  # strides 16, 8, 4, 2, then no skip at stride 1
         inputs = [encoder_channels[5]] + list(channels[:-1])
-        self.blocks = nn.ModuleList(nn.Sequential(conv_bn_relu(cin + skip, cout), conv_bn_relu(cout, cout))
+        self.blocks = nn.ModuleList(nn.Sequential(conv_norm_relu(cin + skip, cout, norm="bn"),
+                                                  conv_norm_relu(cout, cout, norm="bn"))
                                     for cin, skip, cout in zip(inputs, skips, channels))
         self.out_channels = channels[-1]
 

@@ -1,4 +1,5 @@
-"""The one exception a user's data can cause, with a message naming the file and the problem."""
+"""The one exception a user's data files can cause (dataset trees, a bag's ground-truth sidecar),
+with a message naming the file and the problem."""
 from __future__ import annotations
 
 from pathlib import Path
