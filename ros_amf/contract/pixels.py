@@ -7,9 +7,12 @@ there is one definition of the maths: ``(x / 255 - mean) / std`` on RGB.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:   # torch is imported only where a tensor is normalised: bag readers stay light
+    import torch
 
 # ImageNet statistics on 0..1 RGB (torchvision weights); the shipped models were trained with them.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -42,6 +45,7 @@ IMAGENET = PixelNormalisation()
 
 def normalise(images: torch.Tensor, norm: PixelNormalisation = IMAGENET) -> torch.Tensor:
     """[B,3,H,W] or [3,H,W] RGB in 0..255 (uint8 or float) -> float32 (x/255 - mean)/std."""
+    import torch
     scale, bias = (torch.from_numpy(a).to(images.device) for a in norm.affine())
     shape = (3, 1, 1) if images.dim() == 3 else (1, 3, 1, 1)
     return images.float() * scale.view(shape) - bias.view(shape)
