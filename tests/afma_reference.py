@@ -25,13 +25,13 @@ def _patches(x: torch.Tensor, p: int) -> torch.Tensor:
 
 def naive_attention(afma, image: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
     """Eq. 1-7: A [B, C, L_full, L_down]."""
-    p, d = afma.patch_size, afma.depth
+    p, d, s = afma.patch_size, afma.depth, afma.stride_depth  # s < d only on dilated encoders
     height, width = image.shape[-2:]
-    block = p * 2 ** d
+    block = p * 2 ** s
     padded_h, padded_w = -(-height // block) * block, -(-width // block) * block
     embedded = afma.image_conv2(afma.image_conv1(image))
     embedded = _pad(embedded, padded_h, padded_w)
-    feature_maps = _pad(afma.feature_conv(feature) / 4 ** d, padded_h // 2 ** d, padded_w // 2 ** d)
+    feature_maps = _pad(afma.feature_conv(feature) / 4 ** d, padded_h // 2 ** s, padded_w // 2 ** s)
     image_patches = afma.patch_mlp(_patches(embedded, p))
     feature_patches = afma.patch_mlp(_patches(feature_maps, p))
     return image_patches @ feature_patches.transpose(-1, -2) / p ** 2
@@ -39,12 +39,12 @@ def naive_attention(afma, image: torch.Tensor, feature: torch.Tensor) -> torch.T
 
 def naive_modulate(afma, logits: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
     """Eq. 8-18 with the full one-hot and the full A."""
-    p, d, classes = afma.patch_size, afma.depth, afma.num_classes
+    p, s, classes = afma.patch_size, afma.stride_depth, afma.num_classes
     height, width = logits.shape[-2:]
-    block = p * 2 ** d
+    block = p * 2 ** s
     padded_h, padded_w = -(-height // block) * block, -(-width // block) * block
     onehot = F.one_hot(logits.argmax(1), classes).permute(0, 3, 1, 2).to(logits.dtype)
-    pooled = F.avg_pool2d(_pad(onehot, padded_h, padded_w), 2 ** d)
+    pooled = F.avg_pool2d(_pad(onehot, padded_h, padded_w), 2 ** s)
     pooled_patches = _patches(pooled, p)
     counts = torch.count_nonzero(attention, dim=-1).unsqueeze(-1) + COUNT_EPS
     rows = (attention / counts) @ pooled_patches  # [B, C, L_full, p²]

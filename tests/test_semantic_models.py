@@ -48,6 +48,6 @@ def test_afma_switch_adds_exactly_the_afma_parameters(architecture):
     assert count(with_afma) - count(without) == expected
 
 
-def test_afma_depth_beyond_dilated_encoder_is_refused():
-    with pytest.raises(ValueError, match="afma_depth 4"):
-        build_semantic_model(_tiny("deeplabv3", True, depth=4))
+def test_afma_depth_beyond_the_encoder_is_refused():
+    with pytest.raises(ValueError, match="afma_depth 6"):
+        build_semantic_model(_tiny("deeplabv3", True, depth=6))

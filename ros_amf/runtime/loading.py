@@ -6,8 +6,10 @@ half-working.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,11 +110,13 @@ def load_model(task: str, config_path: str | Path | None, checkpoint_path: str |
     if config_path:
         cfg = read_model_config(task, config_path)
         if payload is not None:
-            stored = cls.upgrade_legacy_keys(payload.get("model_config") or {})
+            # through the config class: keys added since the checkpoint was saved take their defaults
+            stored = dataclasses.asdict(config_io.from_dict(cls, payload.get("model_config") or {},
+                                                            where=f"{checkpoint_path}:model_config"))
             mine = dataclasses.asdict(cfg)
-            # the input size is an inference choice, not architecture: the config may pick another
+            # inference and training choices, not architecture: the config may pick others
             differing = sorted(k for k in set(stored) | set(mine)
-                               if k != "input_size" and _norm(stored.get(k)) != _norm(mine.get(k)))
+                               if k not in _NOT_ARCHITECTURE and _norm(stored.get(k)) != _norm(mine.get(k)))
             if differing:
                 key = differing[0]
                 raise CheckpointError(
@@ -136,6 +140,11 @@ def load_model(task: str, config_path: str | Path | None, checkpoint_path: str |
     return LoadedModel(task=task, name=name, module=module, class_names=class_names,
                        small_object_ids=_small_object_ids(class_names), random_weights=payload is None,
                        input_size=cfg.input_size)
+
+
+# input size: an inference choice; the pretrained start and frozen parts: training choices (FrozenBN and
+# BatchNorm compute the same in eval mode)
+_NOT_ARCHITECTURE = {"input_size", "backbone_weights", "backbone_freeze_at", "backbone_frozen_bn"}
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -173,31 +182,66 @@ def find_backbone(module: nn.Module) -> tuple[str, nn.Module] | None:
     return None
 
 
-class _ReusedFeatures(nn.Module):
-    """Stands in for the semantic model's backbone in joint mode: returns the features the
-    instance backbone just computed for the same input instead of computing them again."""
+# The backbone features of the forward now running in this thread (see JointModel): context-local,
+# so frames in flight on other inference workers never see each other's features.
+_FEATURES_OF_THIS_FORWARD: ContextVar[tuple[torch.Tensor, list[torch.Tensor]] | None] = ContextVar(
+    "joint_backbone_features", default=None)
 
-    def __init__(self, store: dict[str, Any]):
-        super().__init__()
-        self._store = store
+
+class _GivenFeatures(nn.Module):
+    """Stands in for a head's backbone inside ``JointModel``: returns the features JointModel computed
+    for this very input instead of computing them again."""
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = self._store.get("features")
-        if features is None or self._store.get("input_shape") != tuple(x.shape):
-            raise RuntimeError("joint mode: the semantic head ran before the instance backbone on this input.")
-        return features
+        given = _FEATURES_OF_THIS_FORWARD.get()
+        if given is None or given[0] is not x:
+            raise RuntimeError("joint mode: a head was called on its own; call the JointModel, which runs the "
+                               "shared backbone first.")
+        return given[1]
 
 
-def share_backbone(instance: nn.Module, semantic: nn.Module) -> list[str]:
-    """Make ``semantic`` reuse ``instance``'s backbone output ("joint" mode).
+def _with_child(module: nn.Module, name: str, child: nn.Module) -> nn.Module:
+    """A shallow copy of ``module`` whose child ``name`` is ``child``; every other child, parameter and
+    buffer is shared, and ``module`` itself is left untouched."""
+    view = copy.copy(module)
+    view.__dict__["_modules"] = {**module._modules, name: child}
+    return view
 
-    Returns warnings (e.g. weights differ). Raises ValueError when the architectures do not match.
+
+class JointModel(nn.Module):
+    """Instance and semantic heads on one backbone forward ("joint" mode).
+
+    ``forward(images)`` returns (instance outputs, semantic outputs). The features travel with the call,
+    not in shared state, so several inference workers may run it at once; the loaded models are not
+    modified, so they can serve several engines, joint or not.
+    """
+
+    def __init__(self, instance: nn.Module, semantic: nn.Module, instance_backbone: str, semantic_backbone: str):
+        super().__init__()
+        self.backbone = getattr(instance, instance_backbone)
+        given = _GivenFeatures()
+        self.instance_head = _with_child(instance, instance_backbone, given)
+        self.semantic_head = _with_child(semantic, semantic_backbone, given)
+
+    def forward(self, images: torch.Tensor) -> tuple[Any, Any]:
+        token = _FEATURES_OF_THIS_FORWARD.set((images, self.backbone(images)))
+        try:
+            return self.instance_head(images), self.semantic_head(images)
+        finally:
+            _FEATURES_OF_THIS_FORWARD.reset(token)
+
+
+def joint_model(instance: nn.Module, semantic: nn.Module) -> tuple[JointModel, list[str]]:
+    """The two models as one ``JointModel`` that runs ``instance``'s backbone once for both heads.
+
+    Returns it with warnings (e.g. the semantic checkpoint's backbone weights differ, so they go unused).
+    Raises ValueError when the backbones do not match.
     """
     found_i, found_s = find_backbone(instance), find_backbone(semantic)
     if found_i is None or found_s is None:
         raise ValueError("joint mode needs both models to hold a ResNetEncoder backbone as a direct child; "
                          "set joint to false.")
-    (_, bb_i), (name_s, bb_s) = found_i, found_s
+    (name_i, bb_i), (name_s, bb_s) = found_i, found_s
     state_i, state_s = bb_i.state_dict(), bb_s.state_dict()
     if state_i.keys() != state_s.keys() or any(state_i[k].shape != state_s[k].shape for k in state_i):
         raise ValueError("joint mode needs identical backbones but the instance and semantic configs build "
@@ -207,14 +251,7 @@ def share_backbone(instance: nn.Module, semantic: nn.Module) -> list[str]:
         warnings.append("joint mode: the semantic head now runs on the instance backbone's features, whose "
                         "weights differ from the semantic checkpoint's backbone; expect lower semantic accuracy "
                         "unless the models were trained with a shared backbone.")
-    store: dict[str, Any] = {}
-
-    def keep(_module, inputs, output):
-        store["features"], store["input_shape"] = output, tuple(inputs[0].shape)
-
-    bb_i.register_forward_hook(keep)
-    setattr(semantic, name_s, _ReusedFeatures(store))
-    return warnings
+    return JointModel(instance, semantic, name_i, name_s), warnings
 
 
 def class_colours(class_names: list[str]) -> np.ndarray:

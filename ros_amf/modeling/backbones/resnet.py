@@ -12,8 +12,12 @@ convs and an average-pool before the 1x1 projection shortcut. ``dcn_stages`` lis
 (2..5, i.e. res2..res5) whose 3x3 convs are modulated deformable convs (DCNv2).
 ``out_stride`` 16 or 8 replaces the stride of the last stage(s) by dilation; the feature list
 still has 6 entries, the deeper ones then keep the capped stride.
-Weights are trained from scratch here (no downloads), so initialisation follows He et al.
-with the last norm of each residual branch zeroed (residual blocks start as identities).
+``stride_in_1x1`` puts a bottleneck's stride in its first 1x1 conv (MSRA/caffe ResNets, e.g.
+detectron2's ``R-50.pkl``) instead of the 3x3 (torchvision, timm); it changes no weight shape.
+``freeze_at`` / ``frozen_bn`` freeze the stem and stages producing features[1..freeze_at] and
+turn BatchNorm into :class:`FrozenBatchNorm2d` (detectron2's FREEZE_AT / FrozenBN).
+From-scratch initialisation follows He et al. with the last norm of each residual branch zeroed
+(residual blocks start as identities); ``backbones.pretrained`` loads ImageNet weights over it.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 
 from ros_amf.modeling.backbones.deform_conv import ModulatedDeformConv2d
+from ros_amf.modeling.backbones.frozen import apply_freezing
 
 _LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
@@ -65,12 +70,14 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, cin: int, planes: int, stride: int = 1, dilation: int = 1, avg_down: bool = False,
-                 deformable: bool = False):
+                 deformable: bool = False, stride_in_1x1: bool = False):
         super().__init__()
         cout = planes * self.expansion
-        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        # ResNet-B (torchvision, timm) strides the 3x3; MSRA's caffe ResNets stride the first 1x1
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(cin, planes, 1, stride=stride_1x1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = _conv3x3(planes, planes, stride, dilation, deformable)  # stride on the 3x3 (ResNet-B)
+        self.conv2 = _conv3x3(planes, planes, stride_3x3, dilation, deformable)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
@@ -89,7 +96,8 @@ class ResNetEncoder(nn.Module):
     """ResNet feature pyramid: forward(x) -> [x, stem(/2), res2(/4), res3(/8), res4(/16), res5(/32)]."""
 
     def __init__(self, depth: int = 50, width: int = 64, deep_stem: bool = False, avg_down: bool = False,
-                 dcn_stages: tuple[int, ...] = (), out_stride: int = 32, in_channels: int = 3):
+                 dcn_stages: tuple[int, ...] = (), out_stride: int = 32, in_channels: int = 3,
+                 stride_in_1x1: bool = False, freeze_at: int = 0, frozen_bn: bool = False):
         super().__init__()
         if depth not in _LAYERS:
             raise ValueError(f"ResNet depth {depth} is not supported; use one of {sorted(_LAYERS)}.")
@@ -99,6 +107,11 @@ class ResNetEncoder(nn.Module):
         if bad:
             raise ValueError(f"dcn_stages {tuple(dcn_stages)} must name stages among 2, 3, 4, 5 (res2..res5).")
         block = Bottleneck if depth >= 50 else BasicBlock
+        if stride_in_1x1 and block is BasicBlock:
+            raise ValueError(f"stride_in_1x1 applies to bottleneck ResNets (depth 50, 101); ResNet-{depth} has no "
+                             "1x1 conv to put the stride in, so leave it false.")
+        self.depth, self.stride_in_1x1 = depth, stride_in_1x1
+        block_options = {"stride_in_1x1": True} if stride_in_1x1 else {}
         if deep_stem:  # ResNet-C/D stem: three 3x3 convs instead of one 7x7
             half = width // 2
             self.stem = nn.Sequential(
@@ -123,7 +136,8 @@ class ResNetEncoder(nn.Module):
             deformable = (index + 2) in dcn_stages
             layers = []
             for b in range(blocks):
-                layers.append(block(cin, planes, stride if b == 0 else 1, dilation, avg_down, deformable))
+                layers.append(block(cin, planes, stride if b == 0 else 1, dilation, avg_down, deformable,
+                                    **block_options))
                 cin = planes * block.expansion
             stages.append(nn.Sequential(*layers))
             channels.append(cin)
@@ -133,6 +147,16 @@ class ResNetEncoder(nn.Module):
             # the DCN offset/mask convs stay zero-initialised (deformable conv starts as a plain conv)
             if isinstance(module, nn.Conv2d) and not name.endswith("offset_mask"):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        apply_freezing(self.levels(), freeze_at, frozen_bn, self)
+
+    def levels(self) -> list[list[nn.Module]]:
+        """The modules producing features[1], ..., features[5] (the max-pool has no weights)."""
+        return [[self.stem], [self.res2], [self.res3], [self.res4], [self.res5]]
+
+    def drop_levels_above(self, level: int) -> None:
+        """Stop after features[level]: deeper stages become identities (and leave the state dict)."""
+        for index in range(level + 1, 6):
+            setattr(self, f"res{index}", nn.Identity())
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         stem = self.stem(x)

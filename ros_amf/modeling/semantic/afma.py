@@ -15,7 +15,14 @@ at 1024x2048 with p = 10, d = 2. Nothing downstream needs A_k itself:
 So this module returns the two factors (``AfmaFactors``) instead of A; ``AfmaFactors.attention``
 materialises A only when someone asks (visualisation, tests).
 
-Sizes: the paper's patching needs H and W to be multiples of p·2^d. Other sizes are handled by
+Dilated encoders: features[d] has stride 2^d only up to the encoder's output stride (DeepLabV3 and
+PSPNet: 8, so features[3..5] all have stride 8; PAN: 16). ``stride_depth`` s is log2 of the stride
+features[d] really has; the attention grid, the pooled class maps (Eq. 9-11) and the gold AFMA use
+2^s, while Eq. 2 still divides by 4^d. That is what the authors' code does: its encoder divides
+features[d] by 4^d, and its DeepLabV3/PSPNet heads and loss clamp att_depth >= 4 to 3 for the pooling.
+Elsewhere s = d.
+
+Sizes: the paper's patching needs H and W to be multiples of p·2^s. Other sizes are handled by
 zero-padding the *outputs* of both embedding branches (and the one-hot maps) at the bottom and
 right up to the next multiple. A zero patch stays zero through the bias-free MLP, so padded
 positions add nothing to A, to the nonzero counts or to the corrections, and the correction is
@@ -58,13 +65,14 @@ def pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.pad(x, (0, extra_w, 0, extra_h))
 
 
-def pooled_class_maps(labels: torch.Tensor, num_classes: int, depth: int, height: int, width: int) -> torch.Tensor:
-    """One-hot of integer labels [B,H,W], zero-padded to height x width, average-pooled by 2^d (Eq. 9-10, 19).
+def pooled_class_maps(labels: torch.Tensor, num_classes: int, stride_depth: int, height: int,
+                      width: int) -> torch.Tensor:
+    """One-hot of integer labels [B,H,W], zero-padded to height x width, average-pooled by 2^s (Eq. 9-10, 19).
 
     Built one class at a time so the full-resolution one-hot [B,C,H,W] is never held.
     Labels outside 0..C-1 (ignore) give an all-zero one-hot vector.
     """
-    scale = 2 ** depth
+    scale = 2 ** stride_depth
     dtype = torch.get_default_dtype()
     maps = []
     for k in range(num_classes):
@@ -78,12 +86,12 @@ class AfmaFactors:
     """A = image_patches · feature_patchesᵀ / p², per batch item and class, kept factored.
 
     image_patches [B, C, L_full, p²], feature_patches [B, C, L_down, p²], on the padded grid
-    padded_hw (a multiple of p·2^d).
+    padded_hw (a multiple of p·2^s); the feature grid is the image grid pooled by 2^s.
     """
     image_patches: torch.Tensor
     feature_patches: torch.Tensor
     patch_size: int
-    depth: int
+    stride_depth: int
     padded_hw: tuple[int, int]
 
     def attention(self) -> torch.Tensor:
@@ -126,19 +134,25 @@ class AcrossFeatureMapAttention(nn.Module):
     """AFMA plug-in: attention between image patches and features[d] patches, modulating the logits.
 
     ``forward(image, features, logits)`` returns (modulated logits, AfmaFactors).
+    ``stride_depth`` (default: depth) is log2 of the stride features[d] has on a dilated encoder.
     ``embed_rows`` bounds the image-branch work: the full-resolution 64-channel embedding is
     computed a strip of rows at a time (exact, with a halo), so it is never held whole.
     """
 
     def __init__(self, feature_channels: int, num_classes: int, depth: int = 2, patch_size: int = 10,
-                 image_channels: int = 3, embed_rows: int = 40):
+                 image_channels: int = 3, embed_rows: int = 40, stride_depth: int | None = None):
         super().__init__()
         if not 1 <= depth <= 5:
             raise ValueError(f"AFMA depth must be 1..5 (features[d] of the encoder), got {depth}.")
+        stride_depth = depth if stride_depth is None else stride_depth
+        if not 1 <= stride_depth <= depth:
+            raise ValueError(f"AFMA stride_depth must be 1..{depth} (features[{depth}] has stride at most "
+                             f"2^{depth}), got {stride_depth}.")
         if patch_size < 1:
             raise ValueError(f"AFMA patch_size must be >= 1, got {patch_size}.")
         self.num_classes = num_classes
         self.depth = depth
+        self.stride_depth = stride_depth
         self.patch_size = patch_size
         self.embed_rows = max(patch_size, embed_rows // patch_size * patch_size)
         # Eq. 1: image branch, 7x7 conv to 64 then 3x3 conv to one map per class
@@ -150,8 +164,8 @@ class AcrossFeatureMapAttention(nn.Module):
 
     @property
     def block(self) -> int:
-        """H and W of the attention grid are padded to a multiple of this (p·2^d)."""
-        return self.patch_size * 2 ** self.depth
+        """H and W of the attention grid are padded to a multiple of this (p·2^s)."""
+        return self.patch_size * 2 ** self.stride_depth
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         return math.ceil(height / self.block) * self.block, math.ceil(width / self.block) * self.block
@@ -186,17 +200,17 @@ class AcrossFeatureMapAttention(nn.Module):
 
     def attention_factors(self, image: torch.Tensor, feature: torch.Tensor) -> AfmaFactors:
         height, width = image.shape[-2:]
-        scale = 2 ** self.depth
+        scale = 2 ** self.stride_depth
         if feature.shape[-2:] != (height // scale, width // scale) or height % scale or width % scale:
-            raise ValueError(f"AFMA depth {self.depth} needs features[{self.depth}] of size "
+            raise ValueError(f"AFMA depth {self.depth} needs features[{self.depth}] (stride {scale}) of size "
                              f"{height // scale}x{width // scale} for a {height}x{width} image, got "
                              f"{tuple(feature.shape[-2:])}; pad the image to a multiple of 32.")
         padded_h, padded_w = self.padded_size(height, width)
         image_patches = self._image_patches(image, padded_h, padded_w)
-        feature_maps = self.feature_conv(feature) / 4 ** self.depth  # Eq. 2
+        feature_maps = self.feature_conv(feature) / 4 ** self.depth  # Eq. 2: 4^d, not 4^s (authors' code)
         feature_maps = pad_to(feature_maps, padded_h // scale, padded_w // scale)
         feature_patches = self.patch_mlp(patchify(feature_maps, self.patch_size))  # Eq. 4-5
-        return AfmaFactors(image_patches, feature_patches, self.patch_size, self.depth, (padded_h, padded_w))
+        return AfmaFactors(image_patches, feature_patches, self.patch_size, self.stride_depth, (padded_h, padded_w))
 
     # ---------------------------------------------------------------- modulation (Eq. 8-18)
     def modulate(self, logits: torch.Tensor, factors: AfmaFactors) -> torch.Tensor:
@@ -206,7 +220,7 @@ class AcrossFeatureMapAttention(nn.Module):
         p = self.patch_size
         with torch.no_grad():  # argmax and counts carry no gradient (as in the paper)
             winners = logits.argmax(dim=1)
-            pooled = pooled_class_maps(winners, self.num_classes, self.depth, padded_h, padded_w)  # Eq. 9-11
+            pooled = pooled_class_maps(winners, self.num_classes, self.stride_depth, padded_h, padded_w)  # Eq. 9-11
             pooled_patches = patchify(pooled, p).to(factors.feature_patches.dtype)  # Eq. 12-13
             counts = factors.row_nonzero_counts().to(factors.image_patches.dtype) + COUNT_EPS
         # Eq. 14-15 reassociated: F_kᵀ · Q_k is p² x p² for every (batch, class)

@@ -63,7 +63,8 @@ def afma_mse(factors: AfmaFactors, labels: torch.Tensor) -> torch.Tensor:
     """mean((A - gold A)²) from p² x p² Gram matrices (see module docstring)."""
     image, feature = factors.image_patches, factors.feature_patches
     batch, classes, rows, area = image.shape
-    gold_image, gold_feature = gold_factors(labels, classes, factors.patch_size, factors.depth, factors.padded_hw)
+    gold_image, gold_feature = gold_factors(labels, classes, factors.patch_size, factors.stride_depth,
+                                            factors.padded_hw)
     image, feature = image.double(), feature.double()
     gold_image, gold_feature = gold_image.to(image), gold_feature.to(image)
 

@@ -1,4 +1,4 @@
-"""Semantic segmentation model: ResNet encoder -> host decoder -> head, with AFMA as a switch.
+"""Semantic segmentation model: encoder (ResNet or EfficientNet-Lite0) -> host decoder -> head, AFMA a switch.
 
     cfg = SemanticModelConfig(architecture="fpn", num_classes=19, afma=True, afma_depth=2)
     model = build_semantic_model(cfg)
@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from ros_amf.modeling.semantic.afma import AcrossFeatureMapAttention
 from ros_amf.contract.input_size import InputSize, legacy_input_size_keys
-from ros_amf.modeling.backbones.resnet import ResNetEncoder
+from ros_amf.contract.pixels import IMAGENET, PixelNormalisation
+from ros_amf.modeling.backbones.build import build_backbone
 from ros_amf.modeling.semantic.decoders.deeplabv3 import DeepLabV3Decoder
 from ros_amf.modeling.semantic.decoders.fpn import FPNDecoder
 from ros_amf.modeling.semantic.decoders.linknet import LinknetDecoder
@@ -58,6 +59,16 @@ class SemanticModelConfig:
     num_classes: int = 19
     encoder_depth: int = 18            # ResNet-18/34/50
     encoder_width: int = 64            # 32 for slim CPU models
+    # the encoder network; encoder_depth/width, deep_stem, avg_down and stride_in_1x1 apply to resnet
+    backbone: Literal["resnet", "efficientnet_lite0"] = "resnet"
+    deep_stem: bool = False            # with avg_down: ResNet-D (timm resnet50d weights)
+    avg_down: bool = False
+    stride_in_1x1: bool = False        # bottleneck stride in the first 1x1 conv (MSRA R-50.pkl weights)
+    # pretrained start for training (ros_amf.modeling.backbones.pretrained) and the pixels its weights expect
+    backbone_weights: str | None = None
+    backbone_freeze_at: int = 0        # freeze the stem and stages producing features[1..n] (detectron2 FREEZE_AT)
+    backbone_frozen_bn: bool = False   # BatchNorm statistics fixed (detectron2 FrozenBN)
+    pixel_normalisation: PixelNormalisation = IMAGENET
     # FPN pyramid / ASPP / PSP / PAN width; U-Net, U-Net++ and MA-Net: first block (then halved);
     # LinkNet: its last block (the others mirror the encoder)
     decoder_channels: int = 256
@@ -87,7 +98,7 @@ class SegmentationHead(nn.Module):
 
 
 class SemanticSegmentationModel(nn.Module):
-    def __init__(self, cfg: SemanticModelConfig, encoder: ResNetEncoder, decoder: nn.Module,
+    def __init__(self, cfg: SemanticModelConfig, encoder: nn.Module, decoder: nn.Module,
                  afma: AcrossFeatureMapAttention | None):
         super().__init__()
         self.cfg = cfg
@@ -114,15 +125,13 @@ def build_semantic_model(cfg: SemanticModelConfig) -> SemanticSegmentationModel:
         raise ValueError(f"afma_depth {cfg.afma_depth} is not available: AFMA reads encoder features[d] for "
                          f"d = 1..{DEEPEST_FEATURE}; set afma_depth in that range.")
     out_stride = ENCODER_OUT_STRIDE.get(cfg.architecture, 32)
-    encoder = ResNetEncoder(depth=cfg.encoder_depth, width=cfg.encoder_width, out_stride=out_stride)
+    encoder = build_backbone(cfg.backbone, depth=cfg.encoder_depth, width=cfg.encoder_width, deep_stem=cfg.deep_stem,
+                             avg_down=cfg.avg_down, stride_in_1x1=cfg.stride_in_1x1, out_stride=out_stride,
+                             freeze_at=cfg.backbone_freeze_at, frozen_bn=cfg.backbone_frozen_bn)
     if cfg.architecture == "pspnet":
         # PSPNet (as in SMP) runs the encoder to stride 8 only; a deeper (dilated) stage stays only
         # when AFMA reads it, as the authors' PSPNet computes AFMA on its dilated res4/res5
-        kept = max(3, cfg.afma_depth) if cfg.afma else 3
-        if kept < 4:
-            encoder.res4 = nn.Identity()
-        if kept < 5:
-            encoder.res5 = nn.Identity()
+        encoder.drop_levels_above(max(3, cfg.afma_depth) if cfg.afma else 3)
     afma = None
     if cfg.afma:
         # features[d] of a dilated encoder keeps the output stride (DeepLabV3/PSPNet: d = 3, 4, 5 all

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ros_amf.contract.input_size import InputSize, legacy_input_size_keys
-from ros_amf.modeling.backbones.resnet import ResNetEncoder
+from ros_amf.contract.pixels import IMAGENET, PixelNormalisation
+from ros_amf.modeling.backbones.build import build_backbone
 from ros_amf.modeling.sparseinst.decoder import GroupIAMDecoder
 from ros_amf.modeling.sparseinst.encoder import InstanceContextEncoder
 
@@ -28,6 +29,14 @@ class InstanceModelConfig:
     deep_stem: bool = False
     avg_down: bool = False
     dcn_stages: tuple[int, ...] = ()
+    stride_in_1x1: bool = False        # bottleneck stride in the first 1x1 conv (MSRA R-50.pkl weights)
+    # 'efficientnet_lite0' replaces the ResNet (the keys above then do not apply)
+    backbone: Literal["resnet", "efficientnet_lite0"] = "resnet"
+    # pretrained start for training (ros_amf.modeling.backbones.pretrained) and the pixels its weights expect
+    backbone_weights: str | None = None
+    backbone_freeze_at: int = 0        # freeze the stem and stages producing features[1..n] (detectron2 FREEZE_AT)
+    backbone_frozen_bn: bool = False   # BatchNorm statistics fixed (detectron2 FrozenBN)
+    pixel_normalisation: PixelNormalisation = IMAGENET
     # encoder
     encoder_channels: int = 256
     context: Literal["ppm", "simam_aspp"] = "ppm"
@@ -73,8 +82,10 @@ class SparseInst(nn.Module):
     def __init__(self, cfg: InstanceModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNetEncoder(depth=cfg.backbone_depth, width=cfg.backbone_width, deep_stem=cfg.deep_stem,
-                                      avg_down=cfg.avg_down, dcn_stages=tuple(cfg.dcn_stages))
+        self.backbone = build_backbone(cfg.backbone, depth=cfg.backbone_depth, width=cfg.backbone_width,
+                                       deep_stem=cfg.deep_stem, avg_down=cfg.avg_down, dcn_stages=cfg.dcn_stages,
+                                       stride_in_1x1=cfg.stride_in_1x1, freeze_at=cfg.backbone_freeze_at,
+                                       frozen_bn=cfg.backbone_frozen_bn)
         c3, c4, c5 = self.backbone.out_channels[3:]
         self.encoder = InstanceContextEncoder(
             (c3, c4, c5), cfg.encoder_channels, context=cfg.context, lite_bifpn=cfg.lite_bifpn, fem=cfg.fem,
