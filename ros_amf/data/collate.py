@@ -7,11 +7,11 @@ import torch
 
 from ros_amf.contract.labels import IGNORE_INDEX
 from ros_amf.contract.input_size import pad_to
-from ros_amf.contract.pixels import normalise
+from ros_amf.contract.pixels import IMAGENET, PixelNormalisation, normalise
 
 
-def collate_batch(samples: list[dict]) -> dict:
-    """Stack samples into a batch.
+def collate_batch(samples: list[dict], pixels: PixelNormalisation = IMAGENET) -> dict:
+    """Stack samples into a batch, images normalised the way the model's weights expect (``pixels``).
 
     Returns "images" float [B,3,Hp,Wp] (padding = 0, i.e. the mean colour), "image_sizes"
     [(h, w)] valid region per image, "image_ids"; when the samples have them: "labels" long
@@ -29,7 +29,7 @@ def collate_batch(samples: list[dict]) -> dict:
         batch.update(masks=[], classes=[], boxes=[], ignore_masks=torch.zeros(b, hp, wp, dtype=torch.bool))
     for i, s in enumerate(samples):
         h, w = s["image"].shape[:2]
-        images[i, :, :h, :w] = normalise(torch.from_numpy(np.ascontiguousarray(s["image"])).permute(2, 0, 1))
+        images[i, :, :h, :w] = normalise(torch.from_numpy(np.ascontiguousarray(s["image"])).permute(2, 0, 1), pixels)
         batch["image_sizes"].append((h, w))
         if "labels" in batch:
             batch["labels"][i, :h, :w] = torch.from_numpy(s["label"].astype(np.int64))

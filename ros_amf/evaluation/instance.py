@@ -19,6 +19,7 @@ from ros_amf.contract.config import from_dict
 from ros_amf.evaluation.coco_ap import coco_mask_breakdown, load_ground_truth, mask_confusion, results_to_coco
 from ros_amf.modeling.sparseinst.model import InstanceModelConfig, build_instance_model
 from ros_amf.modeling.sparseinst.postprocess import postprocess_instances
+from ros_amf.runtime.loading import pixels_of
 from ros_amf.runtime.preprocess import InputSize, preprocess_numpy
 
 
@@ -51,7 +52,7 @@ def evaluate_model(model: torch.nn.Module, class_names: list[str], annotation_js
         if image is None:
             skipped.append(str(path))
             continue
-        tensor, geometry = preprocess_numpy(image, "bgr8", input_size)
+        tensor, geometry = preprocess_numpy(image, "bgr8", input_size, pixels=pixels_of(model))
         tensor = tensor.to(device)
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()

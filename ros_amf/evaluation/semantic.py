@@ -19,6 +19,7 @@ from ros_amf.data.datasets.cityscapes import CityscapesDataset
 from ros_amf.contract.labels import CAMVID_SMALL_TRAIN_IDS, CITYSCAPES_SMALL_TRAIN_IDS
 from ros_amf.evaluation.miou import ConfusionMatrix, summarize
 from ros_amf.modeling.semantic.model import SemanticModelConfig, build_semantic_model
+from ros_amf.runtime.loading import pixels_of
 from ros_amf.runtime.preprocess import InputSize, preprocess_numpy
 
 SMALL_CLASS_IDS = {"cityscapes": CITYSCAPES_SMALL_TRAIN_IDS, "camvid": CAMVID_SMALL_TRAIN_IDS}
@@ -48,16 +49,17 @@ def load_semantic_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, image, size: InputSize) -> torch.Tensor:
-    """RGB uint8 HxWx3 -> train-id map [H, W] (long) at the image's own resolution."""
-    tensor, geometry = preprocess_numpy(image, "rgb8", size)
-    logits = model(tensor)["logits"]
+def predict(model: torch.nn.Module, image, size: InputSize, device: str | torch.device = "cpu") -> torch.Tensor:
+    """RGB uint8 HxWx3 -> train-id map [H, W] (long, on the CPU) at the image's own resolution."""
+    tensor, geometry = preprocess_numpy(image, "rgb8", size, pixels=pixels_of(model))
+    logits = model(tensor.to(device))["logits"].float().cpu()
     rh, rw = geometry.resized_hw
     logits = F.interpolate(logits[..., :rh, :rw], size=geometry.original_hw, mode="bilinear", align_corners=False)
     return logits.argmax(1)[0]
 
 
-def evaluate(model: torch.nn.Module, dataset, size: InputSize, small_ids, limit: int = 0, progress=None) -> dict:
+def evaluate(model: torch.nn.Module, dataset, size: InputSize, small_ids, limit: int = 0, progress=None,
+             device: str | torch.device = "cpu") -> dict:
     """mIoU summary of ``model`` over the first ``limit`` images of ``dataset`` (0 = all);
     ``progress(done, total)`` is called after each image."""
     matrix = ConfusionMatrix(len(dataset.class_names))
@@ -65,7 +67,7 @@ def evaluate(model: torch.nn.Module, dataset, size: InputSize, small_ids, limit:
     started = time.perf_counter()
     for index in range(count):
         sample = dataset[index]
-        matrix.update(predict(model, sample["image"], size).numpy(), sample["label"])
+        matrix.update(predict(model, sample["image"], size, device).numpy(), sample["label"])
         if progress:
             progress(index + 1, count)
     summary = summarize(matrix.matrix, list(dataset.class_names), small_ids)

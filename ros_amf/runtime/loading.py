@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ros_amf.contract import config as config_io
+from ros_amf.contract.pixels import IMAGENET, PixelNormalisation
 from ros_amf.contract.checkpoint import CheckpointError, load_checkpoint, load_state_into
 from ros_amf.contract.input_size import InputSize
 from ros_amf.runtime.outputs import palette
@@ -268,3 +269,9 @@ def class_colours(class_names: list[str]) -> np.ndarray:
     except (ImportError, AttributeError):
         pass
     return palette(len(class_names))
+
+
+def pixels_of(model: nn.Module) -> PixelNormalisation:
+    """The pixel normalisation ``model``'s weights expect (its config says; ImageNet's if it has none)."""
+    model = getattr(model, "module", model)      # DistributedDataParallel wraps the model
+    return getattr(getattr(model, "cfg", None), "pixel_normalisation", IMAGENET)

@@ -8,21 +8,27 @@ normalisation on the device).
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ros_amf.contract.input_size import Geometry, InputSize, plan_geometry
-from ros_amf.contract.pixels import ENCODINGS, IMAGENET, normalise, to_rgb
+from ros_amf.contract.pixels import ENCODINGS, IMAGENET, PixelNormalisation, normalise, to_rgb
 
 __all__ = ["Geometry", "InputSize", "plan_geometry", "preprocess_numpy", "preprocess_torch", "to_rgb"]
 
-_SCALE, _BIAS = IMAGENET.affine()
 
 
-def preprocess_numpy(image: np.ndarray, encoding: str, size: InputSize,
-                     out: torch.Tensor | None = None) -> tuple[torch.Tensor, Geometry]:
+@functools.lru_cache(maxsize=8)
+def _affine(pixels: PixelNormalisation) -> tuple[np.ndarray, np.ndarray]:
+    return pixels.affine()
+
+
+def preprocess_numpy(image: np.ndarray, encoding: str, size: InputSize, out: torch.Tensor | None = None,
+                     pixels: PixelNormalisation = IMAGENET) -> tuple[torch.Tensor, Geometry]:
     """CPU path: resize with OpenCV, convert colour on the small image, normalise, pad.
 
     ``out`` may be a preallocated [1,3,H,W] float tensor of the padded size (reused buffers).
@@ -49,13 +55,15 @@ def preprocess_numpy(image: np.ndarray, encoding: str, size: InputSize,
     target[:, rh:, :] = 0.0
     target[:, :rh, rw:] = 0.0
     chw = np.transpose(rgb, (2, 0, 1))
-    np.multiply(chw, _SCALE[:, None, None], out=target[:, :rh, :rw], casting="unsafe")
-    target[:, :rh, :rw] -= _BIAS[:, None, None]
+    scale, bias = _affine(pixels)
+    np.multiply(chw, scale[:, None, None], out=target[:, :rh, :rw], casting="unsafe")
+    target[:, :rh, :rw] -= bias[:, None, None]
     return out, geometry
 
 
 def preprocess_torch(image: torch.Tensor, encoding: str, size: InputSize, dtype: torch.dtype = torch.float32,
-                     channels_last: bool = False) -> tuple[torch.Tensor, Geometry]:
+                     channels_last: bool = False, pixels: PixelNormalisation = IMAGENET
+                     ) -> tuple[torch.Tensor, Geometry]:
     """Device path: ``image`` is a uint8 HxWxC (or HxW) tensor already on the target device.
 
     Colour conversion, bilinear resize (half-pixel centres, like OpenCV), normalisation and padding
@@ -63,13 +71,14 @@ def preprocess_torch(image: torch.Tensor, encoding: str, size: InputSize, dtype:
     """
     height, width = image.shape[:2]
     geometry = plan_geometry(height, width, size)
-    channels, order = ENCODINGS[encoding]
-    planes = image.reshape(height, width, -1)
-    chw = planes.permute(2, 0, 1)[list(order)] if channels > 1 else planes.permute(2, 0, 1).expand(3, -1, -1)
+    _, order = ENCODINGS[encoding]
+    planes = image.reshape(height, width, -1).permute(2, 0, 1)
+    # channels picked by Python ints: indexing with a list would copy it to the device every frame
+    chw = torch.stack([planes[i] for i in order])
     x = chw.unsqueeze(0).to(torch.float32)
     if geometry.resized_hw != (height, width):
         x = F.interpolate(x, size=geometry.resized_hw, mode="bilinear", align_corners=False)
-    x = normalise(x)
+    x = normalise(x, pixels)
     (rh, rw), (ph, pw) = geometry.resized_hw, geometry.padded_hw
     x = F.pad(x, (0, pw - rw, 0, ph - rh)).to(dtype)
     if channels_last:

@@ -20,6 +20,8 @@ a resumed run continues the uninterrupted run's curve exactly.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from ros_amf.contract.checkpoint import load_checkpoint, load_state_into, save_c
 from ros_amf.contract.config import to_dict
 from ros_amf.data.collate import collate_batch
 from ros_amf.data.transforms import AugmentedDataset, TrainAugmentation
+from ros_amf.modeling.backbones.pretrained import init_backbone_from_file
 from ros_amf.training import common
 from ros_amf.training.config import TrainConfig, iterations_per_epoch
 
@@ -118,6 +121,10 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     model = task.build_model()
     if init and not resume:
         load_state_into(model, load_checkpoint(init, task=task.name), init)
+    elif task.model_config.backbone_weights and not resume:
+        # a fresh run on pretrained weights: the weights say how a pixel must be normalised
+        pixels = init_backbone_from_file(model, task.model_config.backbone_weights)
+        task.model_config = dataclasses.replace(task.model_config, pixel_normalisation=pixels)
     model = model.to(torch_device)
     ddp_model = common.wrap_ddp(model, dist)
     optimizer = make_optimizer(model, cfg)
@@ -137,7 +144,9 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     logger = common.MetricLogger(out_dir, resume_iteration=start if resume else None, enabled=dist.is_main)
     batches = common.MultiScaleBatches(sampler, cfg.batch_size, tuple(cfg.min_sizes), cfg.seed, first_batch=start)
     loader = torch.utils.data.DataLoader(AugmentedDataset(task.train_set, augmentation_of(cfg), cfg.seed),
-                                         batch_sampler=batches, collate_fn=collate_batch, num_workers=cfg.workers,
+                                         batch_sampler=batches,
+                                         collate_fn=functools.partial(collate_batch,
+                                                                      pixels=task.model_config.pixel_normalisation), num_workers=cfg.workers,
                                          # own generator: starting the loader must not draw from the global
                                          # RNG, or a resumed run's dropout would differ from the original's
                                          generator=torch.Generator().manual_seed(cfg.seed))

@@ -58,18 +58,6 @@ def class_weights_from(dataset) -> tuple[np.ndarray, dict[str, Any]]:
     return weights, {"class_pixels": pixels.tolist(), "absent_classes": absent}
 
 
-class _LogitsToCpu(nn.Module):
-    """Runs the model on its device for ``evaluation.semantic.evaluate``, which feeds CPU tensors
-    and reads CPU logits."""
-
-    def __init__(self, model: nn.Module, device: torch.device):
-        super().__init__()
-        self.model, self.device = model, device
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"logits": self.model(images.to(self.device))["logits"].float().cpu()}
-
-
 class SemanticTask:
     """A semantic model on a Cityscapes / CamVid reader; ``val_set`` (same classes) or None."""
 
@@ -98,7 +86,7 @@ class SemanticTask:
             return None
         was_training = model.training
         model.eval()
-        summary = evaluate(_LogitsToCpu(model, device), self.val_set, self.model_config.input_size, self.small_ids)
+        summary = evaluate(model, self.val_set, self.model_config.input_size, self.small_ids, device=device)
         model.train(was_training)
         return summary
 
