@@ -22,7 +22,8 @@ setup(
     license="Apache-2.0",
     entry_points={"console_scripts": [
         "ros-amf = ros_amf.apps.cli:main",
-        # Executables that launch files start with `ros2 run` / launch_ros Node(executable=...).
+        # Executables that launch files start with `ros2 run` / launch_ros Node(executable=...); one per
+        # node kind in ros_amf/ros/kinds.py (tests/test_package_layers.py checks they agree).
         "perception_node = ros_amf.ros.node:main_perception",
         "instance_node = ros_amf.ros.node:main_instance",
         "semantic_node = ros_amf.ros.node:main_semantic",

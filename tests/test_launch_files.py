@@ -5,20 +5,20 @@ start must be one `ros-amf run --params <same yaml>` starts, and every key of th
 be a parameter that node declares, with the declared type.
 """
 import ast
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ros_amf.apps import run
 from ros_amf.ros import launcher, topics
-from ros_amf.ros.naive_node import NaivePerceptionNode
-from ros_amf.ros.node import NODE_CLASSES
+from ros_amf.ros.kinds import KINDS, kind_of_executable
 from ros_amf.ros.params import specs_for
 from runtime_helpers import TINY_INSTANCE, TINY_SEMANTIC
 
 LAUNCH = Path(__file__).resolve().parents[1] / "launch"
 LAUNCH_FILES = sorted(LAUNCH.glob("*.launch.py"))
-CLASSES = {**NODE_CLASSES, "naive": NaivePerceptionNode}
 
 
 def _const(node, names):
@@ -66,24 +66,34 @@ def test_launch_file_and_ros_amf_run_start_the_same_nodes(launch_file):
     assert {(p.namespace, p.name) for p in planned} == {(ns, name) for ns, name, _ in nodes}
     kinds = {(p.namespace, p.name): p.kind for p in planned}
     for ns, name, executable in nodes:
-        assert launcher.EXECUTABLES[executable] == kinds[(ns, name)]
+        assert kind_of_executable(executable).kind == kinds[(ns, name)]
 
 
 @pytest.mark.parametrize("params_file", sorted(LAUNCH.glob("*.yaml")), ids=lambda p: p.name)
 def test_parameter_files_only_set_declared_parameters_with_their_types(params_file):
     for planned in launcher.plan(params_file):
-        node_class = CLASSES[planned.kind]
+        node_class = KINDS[planned.kind].node_class()
         declared = {s.name: s for s in specs_for(node_class.TASKS, joint_capable=len(node_class.TASKS) == 2)}
         for key, value in planned.parameters.items():
             assert key in declared, f"{params_file.name}: {planned.name} does not declare '{key}'"
             assert type(value) is type(declared[key].default), f"{params_file.name}: '{key}' has the wrong type"
 
 
-def test_every_executable_has_an_entry_point_function():
+def test_every_node_kind_has_its_entry_point_and_a_class_that_agrees():
     import importlib
-    for executable, target in launcher.ENTRY_POINTS.items():
-        module, function = target.split(":")
-        assert callable(getattr(importlib.import_module(module), function)) and executable in launcher.EXECUTABLES
+    for kind in KINDS.values():
+        module, function = kind.entry_point.split(":")
+        assert callable(getattr(importlib.import_module(module), function))
+        node_class = kind.node_class()
+        assert (node_class.TASKS, node_class.DEFAULT_NAME) == (kind.tasks, kind.node_name)
+        assert node_class.PIPELINED == (kind.kind != "naive")
+
+
+def test_a_node_name_that_is_no_kind_is_a_clear_error(tmp_path):
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("/front/my_instance_node:\n  ros__parameters: {input_topic: /x}\n")
+    with pytest.raises(launcher.LaunchError, match="'my_instance_node' is not one of the node kinds; name it"):
+        launcher.plan(odd)
 
 
 def test_rviz_config_shows_camera_overlay_and_label_map():
@@ -101,7 +111,7 @@ def test_parameter_file_without_parameters_is_a_clear_error(tmp_path):
 
 
 def _tiny_params(tmp_path, body: str) -> Path:
-    (tmp_path / "inst.yaml").write_text(yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v
+    (tmp_path / "inst.yaml").write_text(yaml.safe_dump({k: asdict(v) if is_dataclass(v) else v
                                                         for k, v in TINY_INSTANCE.items()}))
     (tmp_path / "sem.yaml").write_text(yaml.safe_dump(TINY_SEMANTIC))
     path = tmp_path / "graph.yaml"
@@ -140,7 +150,7 @@ ros_amf_semantic:
   ros__parameters:
     semantic: {{config: {sem}, checkpoint: /nonexistent/model.pt}}
 """)
-    assert launcher.main(["--params", str(params), "--duration", "0.1"]) == 1
+    assert run.main(["--params", str(params), "--duration", "0.1"]) == 1
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -1,5 +1,6 @@
 """`ros-amf demo` end to end on a tiny bag: node over rclpy, table, overlays, JSON report."""
 import json
+from dataclasses import asdict, is_dataclass
 
 import yaml
 
@@ -10,7 +11,7 @@ from runtime_helpers import TINY_INSTANCE, TINY_SEMANTIC
 
 def test_demo_accounts_for_every_frame_and_writes_overlays_and_report(tmp_path, capsys):
     bag = write_image_bag(tmp_path / "bag", frames=10, storage="mcap", height=48, width=64, row_padding=4)
-    (tmp_path / "inst.yaml").write_text(yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v
+    (tmp_path / "inst.yaml").write_text(yaml.safe_dump({k: asdict(v) if is_dataclass(v) else v
                                                         for k, v in TINY_INSTANCE.items()}))
     (tmp_path / "sem.yaml").write_text(yaml.safe_dump(TINY_SEMANTIC))
     out = tmp_path / "out"

@@ -6,7 +6,8 @@ import yaml
 
 from rosbags_writer import write_image_bag
 
-from ros_amf.apps.replay import file_parameters, file_sha256, main, params_file_for, parse_params
+from ros_amf.apps.replay import main
+from ros_amf.replay.session import file_parameters, file_sha256, params_file_for, parse_params
 
 
 def test_list_topics_prints_types_and_counts(tmp_path, capsys):

@@ -7,8 +7,8 @@ import pytest
 
 from ros_amf.replay.monitor import OutputMonitor
 from ros_amf.replay.peak import find_peak_rate
-from ros_amf.replay.report import (ReportError, compare_reports, format_report, load_json, new_report, write_json,
-                                write_plots)
+from ros_amf.replay.report import (ReportError, compare_reports, distinct_rates, draw_accuracy, draw_throughput,
+                                   format_report, load_json, new_report, write_json, write_plots)
 
 
 def run_at(rate_hz: float, latency_s: float, drop_every: int = 0, accuracy: dict | None = None) -> dict:
@@ -95,3 +95,50 @@ def test_a_graph_that_failed_to_start_is_reported_not_lost():
                            "notes": ["graph 'naive' exited"]}
     text = format_report(report)
     assert "note: graph 'naive' exited" in text and "(no runs)" in text
+
+
+def _one_rate_report() -> dict:
+    """Pipelined and naive, each replayed once at the bag's recorded 30 Hz (measured a little apart)."""
+    report = new_report({"bag": {"path": "drive", "topic": "/camera/image_raw", "frames": 20}})
+    for name, rate, latency, accuracy in (("pipelined", 30.02, 0.05, {"ap": 0.40, "streaming_ap": 0.31}),
+                                          ("naive", 29.97, 0.15, {"ap": 0.40, "streaming_ap": 0.12})):
+        report["graphs"].append({"name": name, "runs": [run_at(rate, latency, accuracy=accuracy)]})
+    return report
+
+
+@pytest.fixture
+def axes():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    yield ax
+    plt.close(fig)
+
+
+def test_rates_a_few_percent_apart_are_one_rate():
+    assert distinct_rates([30.02, 29.97, 30.0]) == [29.97]
+    assert distinct_rates([10.0, 30.0, 29.9]) == [10.0, 29.9]
+
+
+def test_one_input_rate_draws_grouped_bars_per_graph(axes):
+    graphs = _one_rate_report()["graphs"]
+    draw_accuracy(axes, graphs)
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["AP", "sAP"]
+    assert not axes.lines and len(axes.patches) == 4            # 2 metrics x (pipelined, naive)
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["pipelined", "naive"]
+    assert sorted(round(p.get_height(), 2) for p in axes.patches) == [0.12, 0.31, 0.40, 0.40]
+    axes.clear()
+    draw_throughput(axes, graphs)
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["input", "delivered"]
+    assert not axes.lines and len(axes.patches) == 4
+
+
+def test_several_input_rates_draw_curves(axes):
+    graphs = make_report()["graphs"]
+    draw_accuracy(axes, graphs)
+    assert not axes.patches and {line.get_label() for line in axes.lines} == {"pipelined ap", "pipelined streaming_ap"}
+    assert sorted(axes.lines[0].get_xdata()) == pytest.approx([10.0, 30.0])
+    axes.clear()
+    draw_throughput(axes, graphs)
+    assert not axes.patches and "pipelined" in {line.get_label() for line in axes.lines}

@@ -1,6 +1,7 @@
 """The one command-line entry point: ``ros-amf <verb> [args]``.
 
-Each verb lives in its own module exposing ``main(argv: list[str]) -> int``; modules are
+Each verb lives in its own module exposing ``main(argv: list[str]) -> int`` (or names another
+function of it, ``module:function``); modules are
 imported only when their verb runs, so ``ros-amf make-data`` never imports torch or rclpy.
 """
 from __future__ import annotations
@@ -8,16 +9,16 @@ from __future__ import annotations
 import importlib
 import sys
 
-# verb (one or two words) -> module with main(argv)
+# verb (one or two words) -> "module" with main(argv), or "module:function" taking argv
 COMMANDS: dict[str, tuple[str, str]] = {
-    "make-data": ("ros_amf.data.synthetic.dataset", "write the synthetic street-scene dataset (COCO, Cityscapes, CamVid, bags)"),
-    "model-info": ("ros_amf.modeling.info", "parameters and GFLOPs per module of a model config"),
-    "train instance": ("ros_amf.training.instance", "train SparseInst / AMF-SparseInst"),
-    "train semantic": ("ros_amf.training.semantic", "train a semantic host network with or without AFMA"),
-    "eval instance": ("ros_amf.evaluation.instance", "COCO mask AP of an instance checkpoint (pycocotools)"),
-    "eval semantic": ("ros_amf.evaluation.semantic", "mIoU / mIoU_S / mIoU_L of a semantic checkpoint"),
-    "eval ceiling": ("ros_amf.evaluation.ceiling", "mask AP a perfect SparseInst could reach at an input size"),
-    "run": ("ros_amf.ros.launcher", "start the perception node graph from a parameter file"),
+    "make-data": ("ros_amf.apps.make_data", "write the synthetic street-scene dataset (COCO, Cityscapes, CamVid, bags)"),
+    "model-info": ("ros_amf.apps.model_info", "parameters and GFLOPs per module of a model config"),
+    "train instance": ("ros_amf.apps.train:main_instance", "train SparseInst / AMF-SparseInst"),
+    "train semantic": ("ros_amf.apps.train:main_semantic", "train a semantic host network with or without AFMA"),
+    "eval instance": ("ros_amf.apps.eval_instance", "COCO mask AP of an instance checkpoint (pycocotools)"),
+    "eval semantic": ("ros_amf.apps.eval_semantic", "mIoU / mIoU_S / mIoU_L of a semantic checkpoint"),
+    "eval ceiling": ("ros_amf.apps.eval_ceiling", "mask AP a perfect SparseInst could reach at an input size"),
+    "run": ("ros_amf.apps.run", "start the perception node graph from a parameter file"),
     "demo": ("ros_amf.apps.demo", "the main job: bag -> perception node over rclpy -> report"),
     "replay": ("ros_amf.apps.replay", "replay a bag into the node graph, benchmark speed and accuracy"),
     "bench runtime": ("ros_amf.apps.bench", "bare model vs pipelined runtime vs naive node"),
@@ -52,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     verb, rest = found
-    module = importlib.import_module(COMMANDS[verb][0])
-    return int(module.main(rest) or 0)
+    module_name, _, function = COMMANDS[verb][0].partition(":")
+    return int(getattr(importlib.import_module(module_name), function or "main")(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -16,24 +16,19 @@ one after the other. Unless the environment says otherwise, DDS discovery is kep
 from __future__ import annotations
 
 import argparse
-import copy
-import hashlib
-import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from ros_amf.bags.reader import BagError, BagReader
+from ros_amf.replay.report import ReportError, compare_reports, format_report, load_json, write_json, write_plots
 from ros_amf.replay.schedule import MODES, GraphError, ReplayPlan
-from ros_amf.replay.report import ReportError, compare_reports, format_report, load_json, new_report, write_json, write_plots
+from ros_amf.ros.kinds import KINDS
 
-NODE_NAMES = {"perception": "ros_amf_perception", "instance": "ros_amf_instance", "semantic": "ros_amf_semantic"}
 DEFAULT_PARAMS_FILE = "launch/replay.yaml"
-NAIVE_NODE_NAME = "ros_amf_naive"  # the naive node runs both models, like ros_amf_perception
-NODE_OUTPUTS = {"perception": ["instances", "labels"], "instance": ["instances"], "semantic": ["labels"]}
+# node kinds --node may start; the naive node is chosen with --graph naive/both
+NODE_CHOICES = tuple(kind for kind in KINDS if kind != "naive")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("node graph")
     g.add_argument("--graph", choices=("pipelined", "naive", "both", "running"), default="pipelined",
                    help="start the pipelined node, the naive node, both one after the other, or use a running graph")
-    g.add_argument("--node", choices=tuple(NODE_NAMES), default="perception", help="which node to start")
+    g.add_argument("--node", choices=NODE_CHOICES, default="perception", help="which node to start")
     g.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="ROS parameter for the started node (repeatable), e.g. -p instance.checkpoint:=models/x.pt")
     g.add_argument("--params-file", default=DEFAULT_PARAMS_FILE,
@@ -88,93 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plots", help="write PNG plots into this directory")
     g.add_argument("--log-dir", help="where the started graphs write their logs (default: a temp dir)")
     return p
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, or of a directory's files in name order (a bag directory)."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def parse_params(items: list[str]) -> dict[str, str]:
-    params = {}
-    for item in items:
-        if ":=" not in item:
-            raise ValueError(f"parameter '{item}' is not NAME:=VALUE (e.g. instance.checkpoint:=models/x.pt).")
-        name, value = item.split(":=", 1)
-        params[name] = value
-    return params
-
-
-def params_file_for(node_name: str, params_file: str | None, out_dir: Path) -> str | None:
-    """The parameter file for one node: sections are keyed by node name, so the naive node (another
-    name) gets a copy of the perception node's section, written next to the logs."""
-    if not params_file or params_file == "none":
-        return None
-    from ros_amf.ros.params import resolve_path
-
-    path = Path(resolve_path(params_file))
-    if not path.is_file():
-        raise ValueError(f"parameter file '{params_file}' does not exist; pass a ROS 2 parameter YAML or "
-                         f"--params-file none.")
-    sections = yaml.safe_load(path.read_text()) or {}
-    if node_name in sections or "/**" in sections or NODE_NAMES["perception"] not in sections:
-        return str(path)
-    # a deep copy: YAML anchors/aliases for a shared dict are not accepted by rcl's parameter parser
-    section = copy.deepcopy(sections[NODE_NAMES["perception"]])
-    target = out_dir / f"{node_name}.params.yaml"
-    target.write_text(yaml.safe_dump({**sections, node_name: section}))
-    return str(target)
-
-
-def file_parameters(params_file: str | None, node_name: str) -> dict:
-    """The parameters a node reads from its file, flattened to dotted names (for the report's metadata)."""
-    if not params_file:
-        return {}
-    sections = yaml.safe_load(Path(params_file).read_text()) or {}
-    section = sections.get(node_name) or sections.get("/**") or {}
-
-    def flatten(prefix: str, value) -> dict:
-        if isinstance(value, dict):
-            return {k: v for key, sub in value.items() for k, v in flatten(f"{prefix}{key}.", sub).items()}
-        return {prefix[:-1]: value}
-
-    return flatten("", section.get("ros__parameters", {}))
-
-
-def _plain(value) -> str:
-    """A parameter value as the node sees it: -p values are YAML ('' is the empty string)."""
-    parsed = yaml.safe_load(value) if isinstance(value, str) and value else value
-    return "" if parsed is None else str(parsed)
-
-
-def model_metadata(params: dict[str, str], kind: str) -> dict:
-    """Model configs and checkpoint hashes named by the node parameters (what the numbers belong to)."""
-    from ros_amf.ros.params import PARAMETERS, resolve_path
-
-    defaults = {spec.name: spec.default for spec in PARAMETERS}
-    tasks = {"perception": ("instance", "semantic"), "instance": ("instance",), "semantic": ("semantic",)}[kind]
-    meta: dict = {"parameters": params}
-    for task in tasks:
-        config = resolve_path(_plain(params.get(f"{task}.config", defaults.get(f"{task}.config", ""))))
-        checkpoint = resolve_path(_plain(params.get(f"{task}.checkpoint", defaults.get(f"{task}.checkpoint", ""))))
-        entry = {"config": config, "checkpoint": checkpoint or None}
-        if config and Path(config).is_file():
-            entry["config_text"] = Path(config).read_text()
-        if checkpoint and Path(checkpoint).is_file():
-            entry["checkpoint_sha256"] = file_sha256(Path(checkpoint))
-        elif not checkpoint:
-            entry["note"] = "no checkpoint: random weights (plumbing only)"
-        meta[task] = entry
-    meta["checkpoint_sha256"] = " ".join(meta[t].get("checkpoint_sha256", "-") for t in tasks)
-    return meta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,19 +109,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     bag_path = Path(args.bag)
-    with BagReader(bag_path) as bag:
-        if args.list_topics:
+    if args.list_topics:
+        with BagReader(bag_path) as bag:
             for topic in bag.topics():
                 print(f"{topic.name}  {topic.msgtype}  {topic.message_count} messages"
                       + ("" if topic.is_image else "  (not an image topic)"))
-            return 0
-        topic = bag.resolve_image_topic(args.topic)
-        frames = list(bag.images(topic.name, limit=args.limit))
-    if not frames:
-        raise ValueError(f"topic '{topic.name}' of bag '{bag_path}' has no frames to replay.")
+        return 0
+    from ros_amf.replay import session   # imports rclpy: only when a replay really runs
+
+    topic, frames = session.read_frames(bag_path, args.topic, args.limit)
     plan = ReplayPlan(mode=args.mode, rate_factor=args.rate_factor, rate_hz=args.rate,
                       max_in_flight=args.max_in_flight, loops=args.loop, warmup_frames=args.warmup)
-    params = parse_params(args.param)
+    params = session.parse_params(args.param)
     fixed_rates = tuple(float(x) for x in args.fixed_rates.split(",") if x.strip())
 
     if args.graph in ("naive", "both") and args.node != "perception":
@@ -226,50 +133,26 @@ def _replay(args: argparse.Namespace) -> int:
                                          frames)
         print(ground_truth.describe() if ground_truth else "no ground truth for this bag: speed only")
 
-    # rclpy reads the discovery range at import time: keep it on this host unless the user chose otherwise
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    from ros_amf.replay.benchmark import BenchmarkOptions, GraphSpec, run_graph
-    from ros_amf.replay.harness import GraphProcess, node_command
-
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="ros_amf_replay_"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    specs = []
-    names = {"both": ["pipelined", "naive"]}.get(args.graph, [args.graph])
-    for name in names:
-        if name == "running":
-            outputs = args.output_topic or [f"/{NODE_NAMES[args.node]}/{o}" for o in NODE_OUTPUTS[args.node]]
-            specs.append(GraphSpec(name, outputs, pid=args.graph_pid, model=model_metadata(params, args.node)))
-            continue
-        node_name = NAIVE_NODE_NAME if name == "naive" else NODE_NAMES[args.node]
-        kind = "naive" if name == "naive" else args.node
-        params_file = params_file_for(node_name, args.params_file, log_dir)
-        node_params = {"input_qos": args.qos, "output_qos": args.qos, **params}  # the user's -p wins
-        command = node_command(kind, node_name, [f"{k}:={v}" for k, v in node_params.items()], params_file)
-        outputs = args.output_topic or [f"/{node_name}/{o}" for o in NODE_OUTPUTS[args.node]]
-        effective = {**file_parameters(params_file, node_name), **{k: str(v) for k, v in node_params.items()}}
-        specs.append(GraphSpec(name, outputs, process=GraphProcess(name, command, str(log_dir / f"{name}.log")),
-                               model=model_metadata(effective, args.node)))
+    node_params = {"input_qos": args.qos, "output_qos": args.qos, **params}  # the user's -p wins
+    if args.graph == "running":
+        specs = [session.running_graph(args.node, params, args.output_topic, args.graph_pid)]
+    else:
+        kinds = {"both": ["perception", "naive"], "naive": ["naive"]}.get(args.graph, [args.node])
+        specs = [session.started_graph("naive" if kind == "naive" else "pipelined", kind, node_params,
+                                       args.params_file, log_dir, args.output_topic) for kind in kinds]
 
-    options = BenchmarkOptions(
+    options = session.BenchmarkOptions(
         input_topic=args.input_topic, qos=args.qos, plan=plan, repeat=args.repeat, peak=args.peak,
-        fixed_rates=fixed_rates, trial_frames=args.trial_frames, trial_warmup=args.trial_warmup, peak_start_hz=args.peak_start,
-        peak_max_hz=args.peak_max, idle_seconds=args.idle_seconds, start_timeout_s=args.start_timeout,
-        output_timeout_s=args.output_timeout, keep_outputs=ground_truth is not None)
-    report = new_report({
-        "bag": {"path": str(bag_path), "sha256": file_sha256(bag_path), "topic": topic.name,
-                "msgtype": topic.msgtype, "frames": len(frames), "encoding": frames[0].encoding,
-                "size": f"{frames[0].width}x{frames[0].height}"},
-        "parameters": {k: v for k, v in vars(args).items() if k not in ("compare",)},
-        "ground_truth": ground_truth.describe() if ground_truth else None})
-    failed = 0
-    for spec in specs:
-        score = ground_truth.scorer(spec) if ground_truth else None
-        try:
-            report["graphs"].append(run_graph(spec, frames, options, score))
-        except GraphError as err:  # keep the other graph's results; the report says what went wrong
-            print(f"ros-amf replay: {err}", file=sys.stderr)
-            report["graphs"].append({"name": spec.name, "error": str(err), "runs": [], "notes": [str(err)]})
-            failed += 1
+        fixed_rates=fixed_rates, trial_frames=args.trial_frames, trial_warmup=args.trial_warmup,
+        peak_start_hz=args.peak_start, peak_max_hz=args.peak_max, idle_seconds=args.idle_seconds,
+        start_timeout_s=args.start_timeout, output_timeout_s=args.output_timeout,
+        keep_outputs=ground_truth is not None)
+    report, failed = session.run_session(
+        bag_path, topic, frames, specs, options, ground_truth,
+        parameters={k: v for k, v in vars(args).items() if k not in ("compare",)},
+        on_error=lambda message: print(f"ros-amf replay: {message}", file=sys.stderr))
     print()
     print(format_report(report))
     if args.json:

@@ -1,8 +1,9 @@
-"""Bag reading, replay and the replay benchmark, in data-flow order:
+"""Replay recorded camera streams into a node graph and measure it, in data-flow order:
 
-reader.py (bag -> BagImage, no rclpy) -> replay.py (when to send which frame) -> rclpy_replay.py
-(publish / listen over rclpy, start the graph) -> monitor.py (match outputs by stamp, metrics) and
-resources.py (CPU/RSS from /proc) -> accuracy.py (offline and streaming AP / mIoU) -> peak.py (peak
-rate search) -> rclpy_benchmark.py (one graph's benchmark) -> report.py (table, JSON, plots,
-comparison) -> replay_cli.py (`ros-amf replay`). Only the rclpy_* modules import rclpy.
+schedule.py (when to send which frame) -> harness.py (the one rclpy harness: start the graph, publish,
+listen) -> monitor.py (match outputs by stamp, metrics) and resources.py (CPU/RSS from /proc) ->
+accuracy.py (offline and streaming AP / mIoU) -> peak.py (peak rate search) -> benchmark.py (one
+graph's benchmark; pipelined vs naive node) -> session.py (a bag through one or more graphs, used by
+``ros-amf replay`` and ``ros-amf demo``) -> report.py (table, JSON, plots, comparison).
+Only harness.py imports rclpy; bags are read by ros_amf.bags.
 """

@@ -265,7 +265,7 @@ def load_ground_truth(bag_path: Path, explicit: Path | None, frames: Sequence[Ba
 def load_synthetic_sidecar(bag_path: Path, frames: Sequence[BagImage]) -> BagGroundTruth | None:
     """The ground truth the data helper writes next to the synthetic bags (None when there is none)."""
     bag_dir = bag_path if bag_path.is_dir() else bag_path.parent
-    from ros_amf.data.synthetic.drive_bag import load_bag_ground_truth
+    from ros_amf.bags import load_bag_ground_truth
 
     loaded = load_bag_ground_truth(bag_dir)  # None when the bag has no ground_truth/ folder
     return None if loaded is None else from_sidecar(loaded, frames, bag_dir)

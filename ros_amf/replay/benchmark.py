@@ -1,17 +1,24 @@
 """One replay benchmark of one node graph over rclpy: idle baseline, the requested run(s), the peak
-search with its fixed rates, resources and accuracy per run. Called by ``ros-amf replay``.
+search with its fixed rates, resources and accuracy per run, and the node's own statistics at the
+end. ``ros-amf replay`` and ``ros-amf demo`` call it through ros_amf.replay.session;
+``ros-amf bench runtime --ros`` compares the pipelined and the naive node with ``compare_nodes``.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
-from ros_amf.replay.peak import find_peak_rate, plan_fixed_rates
-from ros_amf.replay.harness import GraphProcess, ReplayNode, bag_image_message
+import numpy as np
+
 from ros_amf.bags.reader import BagImage
-from ros_amf.replay.schedule import ReplayPlan, loop_period_ns
+from ros_amf.replay.harness import GraphProcess, ReplayNode, bag_image_message, node_command, ros_value
+from ros_amf.replay.peak import find_peak_rate, plan_fixed_rates
 from ros_amf.replay.resources import ResourceSampler, idle_baseline
+from ros_amf.replay.schedule import ReplayPlan, loop_period_ns
+from ros_amf.ros.kinds import KINDS
 
 
 @dataclass
@@ -39,6 +46,8 @@ class BenchmarkOptions:
     start_timeout_s: float = 180.0
     output_timeout_s: float = 3.0
     keep_outputs: bool = False         # needed for accuracy scoring
+    # other topics of the graph whose every message goes to a callback (the demo's ~/overlay)
+    record_topics: dict[str, Callable[[Any], None]] = field(default_factory=dict)
     log: Callable[[str], None] = print
 
 
@@ -73,6 +82,9 @@ def run_graph(spec: GraphSpec, frames: Sequence[BagImage], options: BenchmarkOpt
             result["notes"].append("no graph pid given (--graph-pid): CPU/RSS not measured")
 
         replayer.connect(types)
+        for topic, on_message in options.record_topics.items():
+            if not replayer.record(topic, on_message):
+                result["notes"].append(f"nothing publishes {topic}: not recorded")
         has_stats = replayer.watch_stats(spec.output_topics[0].rsplit("/", 1)[0] + "/stats")
         if not has_stats:
             result["notes"].append("the graph publishes no ~/stats: transport losses and node drops not separated")
@@ -135,11 +147,57 @@ def run_graph(spec: GraphSpec, frames: Sequence[BagImage], options: BenchmarkOpt
                 plan = replace(options.plan, mode="fixed", rate_hz=rate)
                 label = f"fixed {rate:g} Hz" + (" (peak)" if rate == round(search.peak_hz or -1, 2) else "")
                 result["runs"].append(measured_run(plan, label, options.keep_outputs))
+        if has_stats:  # once every frame has its outcome: the node's own table of everything it was sent
+            final = replayer.node_stats(after=time.perf_counter(), timeout_s=max(5.0, options.output_timeout_s),
+                                        settled=True)
+            result["node_stats"] = final.as_dict() if final else None
+            result["stats_reports"] = replayer.stats_reports
     finally:
         replayer.close()
         if spec.process is not None:
             spec.process.stop()
     return result
+
+
+# label in the report -> node kind: the same work with and without the pipelined runtime
+NODE_COMPARISON = (("pipelined_node", "perception"), ("naive_node", "naive"))
+
+
+def compare_nodes(images: Sequence[np.ndarray], params: dict[str, Any], rate_hz: float, log_dir: Path,
+                  log: Callable[[str], None] = print) -> dict:
+    """The pipelined and the naive node, each started in its own process and fed the same RGB frames at
+    ``rate_hz``: delivered rate, drops and the node's own table.
+
+    Reliable QoS both ways: between processes, best effort loses fragments of large images under load,
+    and the comparison is about what each node drops, not what DDS does.
+    """
+    frames = frames_from_arrays(images, rate_hz)
+    out = {}
+    for label, kind in NODE_COMPARISON:
+        name = f"bench_{label}"
+        topic = f"/{name}/image_raw"
+        node_params = {**params, "input_topic": topic, "publish_overlay": False, "camera_info_topic": "",
+                       "input_qos": "reliable", "output_qos": "reliable"}
+        command = node_command(kind, name, [f"{k}:={ros_value(v)}" for k, v in node_params.items()], None)
+        spec = GraphSpec(label, KINDS[kind].output_topics(name),
+                         process=GraphProcess(label, command, str(Path(log_dir) / f"{label}.log")))
+        options = BenchmarkOptions(input_topic=topic, qos="reliable", plan=ReplayPlan(mode="fixed", rate_hz=rate_hz),
+                                   idle_seconds=0.5, output_timeout_s=1.0 + 1.0 / rate_hz, log=log)
+        result = run_graph(spec, frames, options)
+        metrics, stats = result["runs"][0]["metrics"], result.get("node_stats") or {}
+        out[label] = {"fed": metrics["frames_sent"], "feed_rate_hz": rate_hz, "received": metrics["frames_received"],
+                      "output_fps": metrics["throughput_hz"] or 0.0, "frames_in": stats.get("frames_in"),
+                      "frames_dropped": stats.get("frames_dropped"), "stats": stats}
+    return out
+
+
+def frames_from_arrays(images: Sequence[np.ndarray], rate_hz: float) -> list[BagImage]:
+    """RGB frames made in memory, as a bag recorded at ``rate_hz`` would hold them."""
+    period_ns = int(1e9 / rate_hz)
+    return [BagImage(index=i, log_time_ns=i * period_ns, stamp_ns=(i + 1) * period_ns, frame_id="camera",
+                     encoding="rgb8", height=image.shape[0], width=image.shape[1], step=image.shape[1] * 3,
+                     data=np.ascontiguousarray(image).reshape(-1))
+            for i, image in enumerate(images)]
 
 
 class _Trial:

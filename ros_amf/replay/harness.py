@@ -1,12 +1,15 @@
-"""The rclpy side of the replay: publish bag frames to a node graph and listen to its outputs.
+"""The one rclpy harness: start a node graph, feed it frames, listen to what it publishes.
 
-This is the only module of ``ros_amf.replay`` that imports rclpy (ROS_AUTOMATIC_DISCOVERY_RANGE must be
-set by the caller before, see replay_cli). It also starts and stops the graph as a child process
-when asked, so CPU and memory of exactly that process can be sampled.
+``ros-amf replay``, ``ros-amf demo`` and ``ros-amf bench runtime --ros`` all run their graphs
+through here; it is the only module of ``ros_amf.replay`` that imports rclpy. A graph is started as
+a child process, so CPU and memory of exactly that process can be sampled and its log kept apart.
+The graphs started here run on this host, so DDS discovery stays on it unless the environment
+already says otherwise (set before rclpy is imported, and inherited by the graph processes).
 """
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -16,17 +19,25 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)   # the venv holds the compiled ros_amf_msgs
+
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ros_amf.replay.monitor import OutputMonitor
+from ros_amf_msgs.msg import LabelInfo, PipelineStats
+
 from ros_amf.bags.reader import BagImage
+from ros_amf.replay.monitor import OutputMonitor
 from ros_amf.replay.schedule import GraphError, ReplayPlan, SentFrame, publish_schedule, schedule
 from ros_amf.ros.conversions import array_to_image
+from ros_amf.ros.kinds import KINDS
+from ros_amf.ros.qos import LATCHED, matching_subscription_qos, qos_from_name
+from ros_amf.runtime.stats import StageSummary, StatsSnapshot
 
 
 @dataclass
@@ -76,10 +87,8 @@ class GraphProcess:
 
 
 def node_command(kind: str, node_name: str | None, params: Sequence[str], params_file: str | None) -> list[str]:
-    """Command line that runs one perception node (kind: perception / instance / semantic / naive)."""
-    entry = {"perception": "ros_amf.ros.node:main_perception", "instance": "ros_amf.ros.node:main_instance",
-             "semantic": "ros_amf.ros.node:main_semantic", "naive": "ros_amf.ros.naive_node:main"}[kind]
-    module, function = entry.split(":")
+    """Command line that runs one node of ``kind`` (see ros_amf.ros.kinds); params are NAME:=VALUE."""
+    module, function = KINDS[kind].entry_point.split(":")
     code = f"import sys; from {module} import {function} as main; sys.exit(main(sys.argv))"
     ros_args = ["--ros-args"]
     if node_name:
@@ -91,18 +100,9 @@ def node_command(kind: str, node_name: str | None, params: Sequence[str], params
     return [sys.executable, "-c", code, *ros_args]
 
 
-def input_qos(name: str) -> QoSProfile:
-    """QoS of the replayed camera topic.
-
-    'sensor_data' is what a camera driver uses (best effort, depth 5); on a loaded machine Fast DDS then
-    loses fragments of large images, which looks like drops of the graph. 'reliable' (depth 10) lets the
-    graph's own frame-dropping policy decide, which is what a benchmark of the graph should measure.
-    """
-    if name == "sensor_data":
-        return qos_profile_sensor_data
-    if name == "reliable":
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    raise ValueError(f"QoS '{name}' is unknown; use 'reliable' or 'sensor_data'.")
+def ros_value(value: object) -> str:
+    """A Python value as the VALUE of ``-p NAME:=VALUE``: JSON is YAML, so '' stays a string and True a bool."""
+    return json.dumps(value)
 
 
 def message_class(type_name: str):
@@ -120,8 +120,33 @@ def bag_image_message(frame: BagImage) -> Image:
     return array_to_image(frame.to_array(), frame.encoding, Header(frame_id=frame.frame_id))
 
 
+def stats_snapshot(msg) -> StatsSnapshot:
+    """A node's ~/stats message as the runtime's snapshot, so the same table prints on both sides.
+
+    The message has no sample count per stage; every published frame records each stage once, so
+    frames_out stands in for it.
+    """
+    reasons = dict(zip(msg.rejected_reasons, (int(n) for n in msg.rejected_counts)))
+    failed = {k[len("failed:"):]: n for k, n in reasons.items() if k.startswith("failed:")}
+    rejected = {k: n for k, n in reasons.items() if not k.startswith("failed:")}
+    stages = [StageSummary(s.stage, int(msg.frames_out), float(s.mean_ms), float(s.p50_ms), float(s.p95_ms),
+                           float(s.p99_ms), float(s.max_ms)) for s in msg.stages]
+    return StatsSnapshot(frames_in=int(msg.frames_in), frames_out=int(msg.frames_out),
+                         frames_dropped=int(msg.frames_dropped), frames_rejected=int(msg.frames_rejected),
+                         frames_failed=int(msg.frames_failed), rejected=rejected, failed=failed,
+                         input_rate_hz=float(msg.input_rate_hz), output_rate_hz=float(msg.output_rate_hz),
+                         stages=stages)
+
+
+def _settled(snapshot: StatsSnapshot) -> bool:
+    """Every frame that entered the node has an outcome: nothing is in its pipeline any more."""
+    return snapshot.frames_in == (snapshot.frames_out + snapshot.frames_dropped + snapshot.frames_rejected
+                                  + snapshot.frames_failed)
+
+
 class ReplayNode:
-    """A node that publishes camera frames and records the graph's outputs in an OutputMonitor."""
+    """The player and listener: publishes camera frames, matches the graph's outputs in an OutputMonitor,
+    follows the graph's ~/stats and hands every message of recorded topics (e.g. ~/overlay) to a callback."""
 
     def __init__(self, input_topic: str, output_topics: Sequence[str], *, qos: str = "reliable",
                  node_name: str = "ros_amf_replay"):
@@ -130,10 +155,12 @@ class ReplayNode:
         self.node = Node(node_name, context=self.context)
         self.input_topic = input_topic
         self.output_topics = list(output_topics)
-        self.publisher = self.node.create_publisher(Image, input_topic, input_qos(qos))
-        self._stats: tuple[float, dict] | None = None   # (arrival clock, counters) of the latest ~/stats
+        self.publisher = self.node.create_publisher(Image, input_topic, qos_from_name(qos, "replay QoS"))
+        self._stats: tuple[float, StatsSnapshot] | None = None   # (arrival clock, snapshot) of the latest ~/stats
+        self.stats_reports = 0
         self.monitor: OutputMonitor | None = None
         self._subscriptions: dict[str, object] = {}
+        self._recorders: list = []
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._spinner = threading.Thread(target=self._spin, name="replay-executor", daemon=True)
@@ -168,39 +195,67 @@ class ReplayNode:
                     + (f" (log {graph.log_path}:\n{graph.log_tail()})" if graph else "."))
             time.sleep(0.1)
 
+    def _subscribe(self, topic: str, type_name: str, callback: Callable, depth: int = 200):
+        infos = self.node.get_publishers_info_by_topic(topic)
+        best_effort = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos)
+        return self.node.create_subscription(message_class(type_name), topic, callback,
+                                             matching_subscription_qos(best_effort, depth))
+
     def connect(self, types: dict[str, str]) -> None:
         """Subscribe to the outputs once; every run then only swaps the monitor (see listen)."""
         for topic in self.output_topics:
-            infos = self.node.get_publishers_info_by_topic(topic)
-            best_effort = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos)
-            # match the publisher: a reliable subscription would not connect to a best-effort publisher
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
-                             reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE)
-            self._subscriptions[topic] = self.node.create_subscription(
-                message_class(types[topic]), topic, self._callback(topic), qos)
+            self._subscriptions[topic] = self._subscribe(topic, types[topic], self._callback(topic))
+
+    def record(self, topic: str, on_message: Callable[[object], None], timeout_s: float = 10.0) -> bool:
+        """Pass every message on ``topic`` to ``on_message`` (not matched, not timed).
+
+        Waits until the subscription is matched, since some outputs (~/overlay) are only rendered while
+        someone listens. False if nothing publishes the topic.
+        """
+        infos = self.node.get_publishers_info_by_topic(topic)
+        if not infos:
+            return False
+        subscription = self._subscribe(topic, infos[0].topic_type, on_message)
+        self._recorders.append(subscription)
+        deadline = time.monotonic() + timeout_s
+        while subscription.get_publisher_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the publisher's side of the match arrives a moment after ours
+        return True
 
     def watch_stats(self, topic: str) -> bool:
         """Follow the node's ~/stats (PipelineStats) so runs can tell transport losses from node drops."""
         if not self.node.get_publishers_info_by_topic(topic):
             return False
-        from ros_amf_msgs.msg import PipelineStats
 
         def on_stats(msg) -> None:
-            self._stats = (time.perf_counter(), {
-                "frames_in": msg.frames_in, "frames_out": msg.frames_out, "frames_dropped": msg.frames_dropped,
-                "frames_rejected": msg.frames_rejected, "frames_failed": msg.frames_failed})
+            self.stats_reports += 1
+            self._stats = (time.perf_counter(), stats_snapshot(msg))
 
         self.node.create_subscription(PipelineStats, topic, on_stats, 10)
         return True
 
-    def node_counters(self, after: float | None = None, timeout_s: float = 3.0) -> dict | None:
-        """The node's latest counters, waiting (up to timeout_s) for a report that arrived after ``after``."""
+    def node_stats(self, after: float | None = None, timeout_s: float = 3.0,
+                   settled: bool = False) -> StatsSnapshot | None:
+        """The node's latest ~/stats, waiting (up to timeout_s) for a report that arrived after ``after``
+        and, if ``settled``, one in which every frame has its outcome (the node is idle)."""
         deadline = time.perf_counter() + timeout_s
-        while after is not None and (self._stats is None or self._stats[0] <= after):
+        while True:
+            latest = self._stats
+            fresh = latest is not None and (after is None or latest[0] > after)
+            if fresh and (not settled or _settled(latest[1])):
+                return latest[1]
             if time.perf_counter() > deadline:
-                return None
+                return None if latest is None or not fresh else latest[1]
             time.sleep(0.05)
-        return None if self._stats is None else dict(self._stats[1])
+
+    def node_counters(self, after: float | None = None, timeout_s: float = 3.0) -> dict | None:
+        """The node's latest frame counters (see node_stats); None if no report came in time."""
+        snapshot = self.node_stats(after, timeout_s)
+        if snapshot is None:
+            return None
+        return {key: getattr(snapshot, key) for key in ("frames_in", "frames_out", "frames_dropped",
+                                                        "frames_rejected", "frames_failed")}
 
     def listen(self, keep_payloads: bool, timeout_s: float) -> OutputMonitor:
         """A fresh monitor for the next run (outputs of earlier runs no longer match: see stamp_offset_ns)."""
@@ -237,13 +292,9 @@ class ReplayNode:
         """Class names from a node's latched LabelInfo topic (None if it publishes none)."""
         if not self.node.get_publishers_info_by_topic(topic):
             return None
-        from ros_amf_msgs.msg import LabelInfo
-
         received: list[list[str]] = []
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
         subscription = self.node.create_subscription(LabelInfo, topic, lambda m: received.append(list(m.class_names)),
-                                                     qos)
+                                                     LATCHED)
         deadline = time.monotonic() + timeout_s
         while not received and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -161,6 +161,7 @@ def summarize(records: Sequence[FrameRecord], topics: Sequence[str], *, unmatche
         "dropped_bag_index": [r.bag_index for r in dropped],
         "partial_frames": sum(1 for r in dropped if r.arrivals),  # some topics delivered, not all
         "input_rate_hz": (len(sends) - 1) / send_span if send_span > 0 else None,
+        "span_s": span,   # first send to the last complete output
         "throughput_hz": len(received) / span if span > 0 else None,
         "latency_ms": latency,
         # jitter: spread of the per-message latency, and of the spacing between consecutive outputs

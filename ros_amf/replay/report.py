@@ -195,7 +195,11 @@ def compare_reports(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> s
 
 # -- plots -----------------------------------------------------------------------------------------
 def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
-    """latency_hist.png, latency_time.png, throughput_vs_rate.png and (with ground truth) accuracy_vs_rate.png."""
+    """latency_hist.png, latency_time.png, throughput_vs_rate.png and (with ground truth) accuracy_vs_rate.png.
+
+    The last two are curves over the input rate when the runs had several rates, and grouped bars (one
+    per graph) when they all had the same one, where a curve would be a column of points.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,16 +244,51 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
     written.append(_save(fig, out_dir / "latency_time.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    top = 1.0
-    for graph in report["graphs"]:
-        points = []
+    draw_throughput(ax, report["graphs"])
+    written.append(_save(fig, out_dir / "throughput_vs_rate.png"))
+
+    if any(r.get("accuracy") for g in report["graphs"] for r in g["runs"]):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        draw_accuracy(ax, report["graphs"])
+        written.append(_save(fig, out_dir / "accuracy_vs_rate.png"))
+    return written
+
+
+ACCURACY_KEYS = {"ap": "AP", "streaming_ap": "sAP", "miou": "mIoU", "streaming_miou": "s-mIoU"}
+
+
+def distinct_rates(rates: Sequence[float], tolerance: float = 0.05) -> list[float]:
+    """The input rates that differ by more than ``tolerance`` (relative); a recorded 30 Hz bag is
+    measured at 29.97 Hz in one run and 30.02 Hz in the next, which is one rate, not two."""
+    found: list[float] = []
+    for rate in sorted(rates):
+        if not found or rate > found[-1] * (1 + tolerance):
+            found.append(rate)
+    return found
+
+
+def draw_throughput(ax, graphs: Sequence[dict]) -> None:
+    """Delivered outputs against the input rate: curves over several rates, grouped bars at one rate."""
+    points = {}
+    for graph in graphs:
+        pairs = [(r["metrics"].get("input_rate_hz"), r["metrics"].get("throughput_hz")) for r in graph["runs"]]
         if graph.get("peak_search"):
-            points += [(t["rate_hz"], t.get("throughput_hz")) for t in graph["peak_search"]["trials"]]
-        points += [(r["metrics"].get("input_rate_hz"), r["metrics"].get("throughput_hz")) for r in graph["runs"]]
-        points = sorted((x, y) for x, y in points if x is not None and y is not None)
-        if points:
-            ax.plot([x for x, _ in points], [y for _, y in points], "o-", label=graph["name"])
-            top = max(top, max(x for x, _ in points))
+            pairs += [(t["rate_hz"], t.get("throughput_hz")) for t in graph["peak_search"]["trials"]]
+        points[graph["name"]] = sorted((x, y) for x, y in pairs if x is not None and y is not None)
+    rates = distinct_rates([x for pairs in points.values() for x, _ in pairs])
+    if len(rates) == 1:
+        delivered = {name: [float(np.mean([x for x, _ in pairs])), float(np.mean([y for _, y in pairs]))]
+                     for name, pairs in points.items() if pairs}
+        _grouped_bars(ax, ["input", "delivered"], delivered)
+        ax.set_ylabel("rate (Hz)")
+        ax.set_title(f"Throughput at {rates[0]:.1f} Hz input")
+        return
+    top = 1.0
+    for graph in graphs:
+        pairs = points[graph["name"]]
+        if pairs:
+            ax.plot([x for x, _ in pairs], [y for _, y in pairs], "o-", label=graph["name"])
+            top = max(top, max(x for x, _ in pairs))
             if graph.get("peak_search") and graph["peak_search"].get("peak_hz"):
                 ax.axvline(graph["peak_search"]["peak_hz"], ls=":", lw=1)
     ax.plot([0, top], [0, top], "k--", lw=0.8, label="output = input")
@@ -257,24 +296,52 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
     ax.set_ylabel("delivered outputs (Hz)")
     ax.set_title("Throughput vs input rate (dotted: peak)")
     ax.legend(fontsize="small")
-    written.append(_save(fig, out_dir / "throughput_vs_rate.png"))
 
-    accuracy_points = [(g["name"], r) for g in report["graphs"] for r in g["runs"] if r.get("accuracy")]
-    if accuracy_points:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for graph in report["graphs"]:
-            for key, style in (("ap", "o-"), ("streaming_ap", "s--"), ("miou", "^-"), ("streaming_miou", "v--")):
-                points = sorted((r["metrics"]["input_rate_hz"], r["accuracy"][key]) for r in graph["runs"]
-                                if r.get("accuracy") and r["accuracy"].get(key) is not None
-                                and r["metrics"].get("input_rate_hz"))
-                if points:
-                    ax.plot([x for x, _ in points], [y for _, y in points], style, label=f"{graph['name']} {key}")
-        ax.set_xlabel("input rate (Hz)")
+
+def draw_accuracy(ax, graphs: Sequence[dict]) -> None:
+    """Offline and streaming scores against the input rate: curves over several rates, grouped bars at one."""
+    scored = [(graph["name"], r) for graph in graphs for r in graph["runs"]
+              if r.get("accuracy") and r["metrics"].get("input_rate_hz")]
+    rates = distinct_rates([r["metrics"]["input_rate_hz"] for _, r in scored])
+    keys = [k for k in ACCURACY_KEYS if any(r["accuracy"].get(k) is not None for _, r in scored)]
+    if len(rates) == 1:
+        scores = {}
+        for graph in graphs:
+            runs = [r for name, r in scored if name == graph["name"]]
+            if runs:
+                scores[graph["name"]] = [_mean([r["accuracy"].get(k) for r in runs]) for k in keys]
+        _grouped_bars(ax, [ACCURACY_KEYS[k] for k in keys], scores)
         ax.set_ylabel("score")
-        ax.set_title("Accuracy vs input rate (offline vs streaming)")
-        ax.legend(fontsize="small")
-        written.append(_save(fig, out_dir / "accuracy_vs_rate.png"))
-    return written
+        ax.set_title(f"Accuracy at {rates[0]:.1f} Hz input (offline vs streaming)")
+        return
+    styles = {"ap": "o-", "streaming_ap": "s--", "miou": "^-", "streaming_miou": "v--"}
+    for graph in graphs:
+        for key in keys:
+            points = sorted((r["metrics"]["input_rate_hz"], r["accuracy"][key]) for name, r in scored
+                            if name == graph["name"] and r["accuracy"].get(key) is not None)
+            if points:
+                ax.plot([x for x, _ in points], [y for _, y in points], styles[key], label=f"{graph['name']} {key}")
+    ax.set_xlabel("input rate (Hz)")
+    ax.set_ylabel("score")
+    ax.set_title("Accuracy vs input rate (offline vs streaming)")
+    ax.legend(fontsize="small")
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _grouped_bars(ax, groups: Sequence[str], series: dict[str, Sequence[float | None]]) -> None:
+    """One cluster per group, one bar per series (graph) in it; a missing value leaves a gap."""
+    width = 0.8 / max(len(series), 1)
+    positions = np.arange(len(groups))
+    for k, (name, values) in enumerate(series.items()):
+        offsets = positions - 0.4 + width * (k + 0.5)
+        bars = ax.bar(offsets, [np.nan if v is None else v for v in values], width, label=name)
+        ax.bar_label(bars, labels=["" if v is None else f"{v:.2f}" for v in values], fontsize="x-small")
+    ax.set_xticks(positions, groups)
+    ax.legend(fontsize="small")
 
 
 def _save(fig, path: Path) -> Path:

@@ -1,35 +1,32 @@
-"""``ros-amf run --params launch/X.yaml``: start the node graph a launch file would start, in one process.
+"""Start the node graph a launch file would start, in one process (``ros-amf run``, ros_amf.apps.run).
 
 ``ros2 launch`` (launch, launch_ros) cannot be installed here, so this reads the same ROS 2 parameter
 file the launch files pass to their nodes. Each top-level key names one node (``/namespace/name`` or
-``name``); the node class follows from the name (``*instance*``, ``*semantic*``, otherwise the
-combined perception node), exactly like the executables the launch files pick. ``/**`` entries apply
+``name``); its name says its kind (ros_amf.ros.kinds: ``ros_amf_perception``, ``ros_amf_instance``,
+``ros_amf_semantic``, ``ros_amf_naive``), the namespace tells cameras apart. ``/**`` entries apply
 to every node. All nodes share one MultiThreadedExecutor.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-# executable name in launch files (setup.py console_scripts) -> node kind
-EXECUTABLES = {"perception_node": "perception", "instance_node": "instance", "semantic_node": "semantic",
-               "naive_node": "naive"}
-# the console_scripts lines that install those executables (lib/ros_amf/<name>, where ros2 launch looks)
-ENTRY_POINTS = {"perception_node": "ros_amf.ros.node:main_perception",
-                "instance_node": "ros_amf.ros.node:main_instance",
-                "semantic_node": "ros_amf.ros.node:main_semantic",
-                "naive_node": "ros_amf.ros.naive_node:main"}
+from ros_amf.ros.kinds import KINDS, kind_of_node
 
 
 class LaunchError(ValueError):
     """A parameter file that cannot be started; the message names the file and the key."""
+
+
+class GraphStartError(RuntimeError):
+    """A node of the graph raised while starting (a missing checkpoint, a bad parameter value)."""
 
 
 @dataclass
@@ -53,7 +50,6 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def plan(params_file: str | Path) -> list[PlannedNode]:
-    from ros_amf.ros.node import node_kind   # imported here: node_kind is pure, but keep one source of truth
     path = Path(params_file)
     if not path.is_file():
         raise LaunchError(f"parameter file '{path}' does not exist; pass one of launch/*.yaml.")
@@ -69,8 +65,11 @@ def plan(params_file: str | Path) -> list[PlannedNode]:
             raise LaunchError(f"parameter file '{path}': entry '{key}' has no 'ros__parameters' mapping; add it.")
         full = "/" + str(key).strip("/")
         namespace, _, name = full.rpartition("/")
-        nodes.append(PlannedNode(namespace or "/", name, node_kind(name),
-                                 {**shared, **flatten(entry["ros__parameters"])}))
+        try:
+            kind = kind_of_node(name).kind
+        except ValueError as err:
+            raise LaunchError(f"parameter file '{path}', entry '{key}': {err}") from None
+        nodes.append(PlannedNode(namespace or "/", name, kind, {**shared, **flatten(entry["ros__parameters"])}))
     if not nodes:
         raise LaunchError(f"parameter file '{path}' names no node; add e.g. 'ros_amf_perception: ros__parameters: ...'.")
     return nodes
@@ -79,15 +78,12 @@ def plan(params_file: str | Path) -> list[PlannedNode]:
 def start(planned: list[PlannedNode], context=None) -> list:
     """Create the nodes (all or nothing: on any error the ones already made are destroyed)."""
     from rclpy.parameter import Parameter
-    from ros_amf.ros.naive_node import NaivePerceptionNode
-    from ros_amf.ros.node import NODE_CLASSES
-    classes = {**NODE_CLASSES, "naive": NaivePerceptionNode}
     nodes = []
     try:
         for item in planned:
             overrides = [Parameter(k, value=v) for k, v in item.parameters.items()]
-            nodes.append(classes[item.kind](item.name, namespace=item.namespace, context=context,
-                                            parameter_overrides=overrides))
+            nodes.append(KINDS[item.kind].node_class()(item.name, namespace=item.namespace, context=context,
+                                                       parameter_overrides=overrides))
     except Exception:
         for node in nodes:
             node.destroy_node()
@@ -95,33 +91,28 @@ def start(planned: list[PlannedNode], context=None) -> list:
     return nodes
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ros-amf run", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", required=True, help="ROS 2 parameter file, e.g. launch/perception.yaml")
-    parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
-    args = parser.parse_args(argv)
-    try:
-        planned = plan(args.params)
-    except LaunchError as exc:
-        print(f"ros-amf run: {exc}", file=sys.stderr)
-        return 2
+def spin(planned: list[PlannedNode], duration_s: float = 0.0,
+         on_started: Callable[[list[str]], None] = lambda names: None) -> None:
+    """Start the planned nodes and spin them until Ctrl-C, or for ``duration_s`` seconds if > 0.
+
+    ``on_started`` gets the nodes' full names once all of them run; GraphStartError if one did not start.
+    """
     os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     from rclpy.context import Context
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     context = Context()
     rclpy.init(context=context)
     try:
         nodes = start(planned, context)
     except Exception as exc:
-        print(f"ros-amf run: the node graph from '{args.params}' did not start: {exc}", file=sys.stderr)
         rclpy.try_shutdown(context=context)
-        return 1
+        raise GraphStartError(str(exc)) from exc
     executor = MultiThreadedExecutor(num_threads=max(2, 2 * len(nodes)), context=context)
     for node in nodes:
         executor.add_node(node)
-    print(f"ros-amf run: started {', '.join(n.get_fully_qualified_name() for n in nodes)}", flush=True)
-    deadline = time.monotonic() + args.duration if args.duration > 0 else None
+    on_started([n.get_fully_qualified_name() for n in nodes])
+    deadline = time.monotonic() + duration_s if duration_s > 0 else None
     try:
         while deadline is None or time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
@@ -132,4 +123,3 @@ def main(argv: list[str] | None = None) -> int:
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
-    return 0

@@ -5,13 +5,12 @@ runtime benchmark and the replay benchmark compare against it.
 """
 from __future__ import annotations
 
+from ros_amf.ros import topics
 from ros_amf.ros.node import PerceptionNode, _spin
-
-NODE_NAME = "ros_amf_naive"
 
 
 class NaivePerceptionNode(PerceptionNode):
-    DEFAULT_NAME = NODE_NAME
+    DEFAULT_NAME = topics.NODE_NAIVE
     PIPELINED = False
 
 

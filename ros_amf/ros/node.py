@@ -16,7 +16,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, Image
 
 from ros_amf_msgs.msg import InstanceSegmentation, LabelInfo, PipelineStats as PipelineStatsMsg, StageTiming
@@ -25,21 +24,11 @@ from ros_amf.ros import topics
 from ros_amf.ros.conversions import (BadImage, array_to_image, image_to_array, instance_ids_image,
                                      instances_message, label_info_message)
 from ros_amf.ros.params import requested_input_size, resolve_path, specs_for
+from ros_amf.ros.qos import LATCHED, qos_from_name
 from ros_amf.runtime.loading import LoadedModel, class_colours, load_model
 from ros_amf.runtime.outputs import FrameResult, overlay, palette
 from ros_amf.runtime.pipeline import Engine, EngineConfig
 from ros_amf.runtime.stats import PipelineCounters
-
-def qos_from_name(name: str, param: str) -> QoSProfile:
-    if name == "sensor_data":
-        return qos_profile_sensor_data
-    if name == "reliable":
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    raise ValueError(f"parameter {param} = '{name}' is not a QoS this node knows; use 'sensor_data' or 'reliable'.")
-
-
-LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class PerceptionNode(Node):
@@ -76,8 +65,8 @@ class PerceptionNode(Node):
     def _setup(self, models: dict[str, LoadedModel] | None) -> None:
         p = self.params = self._declare()
         device = p["device"]
-        input_qos = qos_from_name(p["input_qos"], "input_qos")     # cheap checks before loading models
-        output_qos = qos_from_name(p["output_qos"], "output_qos")
+        input_qos = qos_from_name(p["input_qos"], "parameter input_qos")     # cheap checks before loading models
+        output_qos = qos_from_name(p["output_qos"], "parameter output_qos")
         if models is None:
             models = {task: load_model(task, resolve_path(p[f"{task}.config"]),
                                        resolve_path(p[f"{task}.checkpoint"]) or None, device=device)
@@ -285,22 +274,6 @@ class SemanticSegmentationNode(PerceptionNode):
     """Semantic label map only (``ros_amf_semantic``)."""
     TASKS = ("semantic",)
     DEFAULT_NAME = topics.NODE_SEMANTIC
-
-
-NODE_CLASSES = {"perception": PerceptionNode, "instance": InstanceSegmentationNode,
-                "semantic": SemanticSegmentationNode}
-
-
-def node_kind(node_name: str) -> str:
-    """Which node class a name in a parameter file means: *naive* / *instance* / *semantic* / else perception."""
-    base = node_name.rstrip("/").rsplit("/", 1)[-1]
-    if "naive" in base:
-        return "naive"
-    if "instance" in base:
-        return "instance"
-    if "semantic" in base:
-        return "semantic"
-    return "perception"
 
 
 def _spin(node_class: type[PerceptionNode], argv: list[str] | None = None) -> int:

@@ -17,3 +17,4 @@ CAMERA_INFO_OUT = "~/camera_info"   # the input CameraInfo, re-stamped to match 
 NODE_PERCEPTION = "ros_amf_perception"
 NODE_INSTANCE = "ros_amf_instance"
 NODE_SEMANTIC = "ros_amf_semantic"
+NODE_NAIVE = "ros_amf_naive"      # the benchmarks' baseline (ros/naive_node.py)

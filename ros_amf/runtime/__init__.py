@@ -7,5 +7,5 @@ pipeline.py    Engine: the stages scheduled on threads (and CUDA streams), lates
 cuda.py        CUDA streams and events, pinned staging buffers, stream busy times (no-ops on CPU)
 outputs.py     instance-index maps, boxes, label maps, overlays (vectorised)
 stats.py       counters, rates and per-stage latency percentiles
-bench.py       `ros-amf bench runtime`: bare model vs pipelined vs naive, GPU stream overlap, memory
+benchmark.py   what `ros-amf bench runtime` measures: bare model vs pipelined vs naive, stream overlap, memory
 """
