@@ -7,7 +7,7 @@ import torch
 
 from ros_amf.runtime.pipeline import Engine, EngineConfig, LatestSlot
 from ros_amf.runtime import stages
-from ros_amf.runtime.outputs import instance_tensors, overlay, semantic_labels
+from ros_amf.runtime.outputs import HostCopy, instance_output, instance_table, overlay, semantic_labels
 from ros_amf.runtime.preprocess import InputSize, plan_geometry
 from runtime_helpers import (ScriptedInstanceModel, ScriptedSemanticModel, scripted, tiny_instance,
                              tiny_semantic)
@@ -20,11 +20,18 @@ def _image(h=64, w=96, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
+def _instances(masks, scores, classes, class_filter=None, min_score=0.0):
+    """The runtime's instance table of these candidates, as the host receives it."""
+    table = instance_table(masks, scores, classes, scores >= min_score, class_filter, keep_masks=True)
+    return instance_output(HostCopy(table.tensors(), pack=False).arrays())
+
+
 def test_higher_score_owns_overlapping_pixels_and_boxes_are_tight():
     masks = torch.zeros(2, 10, 12, dtype=torch.bool)
     masks[0, 2:6, 2:8] = True      # low score
     masks[1, 4:9, 5:11] = True     # high score, overlaps the first
-    ids, classes, scores, boxes, areas, _ = instance_tensors(masks, torch.tensor([0.4, 0.9]), torch.tensor([1, 2]))
+    found = _instances(masks, torch.tensor([0.4, 0.9]), torch.tensor([1, 2]))
+    ids, classes, scores, boxes, areas = found.ids, found.classes, found.scores, found.boxes, found.areas
     assert scores.tolist() == pytest.approx([0.9, 0.4]) and classes.tolist() == [2, 1]
     assert ids[5, 6] == 1 and ids[2, 2] == 2 and ids[0, 0] == 0
     assert boxes.tolist() == [[5, 4, 10, 8], [2, 2, 7, 5]]
@@ -35,33 +42,36 @@ def test_empty_masks_and_low_final_scores_are_not_published():
     masks = torch.zeros(3, 4, 4, dtype=torch.bool)
     masks[0, :2] = True
     masks[2, 2:] = True          # masks[1] stays empty
-    _, classes, scores, *_ = instance_tensors(masks, torch.tensor([0.9, 0.8, 0.2]), torch.tensor([0, 1, 2]),
-                                              min_score=0.3)
+    found = _instances(masks, torch.tensor([0.9, 0.8, 0.2]), torch.tensor([0, 1, 2]), min_score=0.3)
+    classes, scores = found.classes, found.scores
     assert classes.tolist() == [0] and scores.tolist() == pytest.approx([0.9])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_prescreening_queries_gives_the_same_instances_as_postprocessing_all(seed):
-    from ros_amf.modeling.sparseinst.postprocess import postprocess_instances
-    from ros_amf.runtime.outputs import prescreen_queries
+def test_fixed_size_candidates_give_the_same_instances_as_postprocessing_all(seed):
+    from ros_amf.modeling.sparseinst.postprocess import masks_at_image_size, postprocess_instances, rank_candidates
     g = torch.Generator().manual_seed(seed)
     outputs = {"pred_logits": torch.randn(1, 40, 5, generator=g) * 3,
                "pred_masks": torch.randn(1, 40, 16, 24, generator=g) * 4,
                "pred_scores": torch.randn(1, 40, 1, generator=g) * 3}
     args = dict(image_size_hw=(60, 90), output_size_hw=(120, 180), score_threshold=0.3, mask_threshold=0.45)
     full = postprocess_instances(outputs, **args)[0]
-    fast = postprocess_instances(prescreen_queries(outputs, 0.3, 0.45), **args)[0]
-    a = instance_tensors(full.masks, full.scores, full.classes, min_score=0.3)
-    b = instance_tensors(fast.masks, fast.scores, fast.classes, min_score=0.3)
-    assert 0 < len(b[1]) < 40
-    for x, y in zip(a, b):
-        assert torch.equal(x, y)
+    a = _instances(full.masks, full.scores, full.classes, min_score=0.3)
+    # the runtime on a GPU: all 40 slots kept (no count read), dead ones masked out on the device
+    slots = rank_candidates(outputs["pred_logits"][0], outputs["pred_masks"][0], outputs["pred_scores"][0], 0.3,
+                            0.45, max_instances=100, min_score=0.3)
+    masks = masks_at_image_size(slots.probs, (60, 90), (120, 180), 0.45)
+    table = instance_table(masks, slots.scores, slots.classes, slots.live, keep_masks=True)
+    b = instance_output(HostCopy(table.tensors(), pack=True).arrays())   # packed as for the GPU
+    assert 0 < len(b.classes) < 40
+    for field in ("ids", "classes", "scores", "boxes", "areas", "masks"):
+        assert np.array_equal(getattr(a, field), getattr(b, field))
 
 
 def test_class_filter_keeps_only_named_classes():
     masks = torch.ones(3, 4, 4, dtype=torch.bool)
-    _, classes, *_ = instance_tensors(masks, torch.tensor([0.5, 0.6, 0.7]), torch.tensor([0, 1, 2]),
-                                      class_filter=torch.tensor([0, 2]))
+    classes = _instances(masks, torch.tensor([0.5, 0.6, 0.7]), torch.tensor([0, 1, 2]),
+                         class_filter=torch.tensor([0, 2])).classes
     assert sorted(classes.tolist()) == [0, 2]
 
 

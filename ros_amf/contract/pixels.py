@@ -6,6 +6,7 @@ there is one definition of the maths: ``(x / 255 - mean) / std`` on RGB.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,10 +44,18 @@ class PixelNormalisation:
 IMAGENET = PixelNormalisation()
 
 
+@functools.lru_cache(maxsize=None)
+def _affine_on(norm: PixelNormalisation, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # made once per device: a host->device copy per frame would make the host wait for the GPU
+    import torch
+    with torch.inference_mode(False):   # also usable outside inference mode (training)
+        scale, bias = (torch.from_numpy(a).to(device) for a in norm.affine())
+    return scale, bias
+
+
 def normalise(images: torch.Tensor, norm: PixelNormalisation = IMAGENET) -> torch.Tensor:
     """[B,3,H,W] or [3,H,W] RGB in 0..255 (uint8 or float) -> float32 (x/255 - mean)/std."""
-    import torch
-    scale, bias = (torch.from_numpy(a).to(images.device) for a in norm.affine())
+    scale, bias = _affine_on(norm, images.device)
     shape = (3, 1, 1) if images.dim() == 3 else (1, 3, 1, 1)
     return images.float() * scale.view(shape) - bias.view(shape)
 

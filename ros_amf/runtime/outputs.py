@@ -51,33 +51,47 @@ class NonFiniteOutput(BadModelOutput):
     """The model produced NaN or inf; the frame is failed and counted, the pipeline continues."""
 
 
-def instance_tensors(masks: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
-                     class_filter: torch.Tensor | None = None, min_score: float = 0.0
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Filter and order instances, build the index map and boxes on the tensors' device.
+@dataclass
+class InstanceTable:
+    """One frame's instances as fixed-size tensors on the model's device: the first ``count`` rows are
+    the instances in descending score, the rest is filler the host cuts off after the copy."""
+    ids: torch.Tensor          # HxW uint8 (K <= 254 slots) or int16; 0 = background, k = instance k-1
+    classes: torch.Tensor      # [K] int64
+    scores: torch.Tensor       # [K] float32
+    boxes: torch.Tensor        # [K,4] int32 x0, y0, x1, y1 (inclusive)
+    areas: torch.Tensor        # [K] int64 mask areas before overlaps are resolved
+    count: torch.Tensor        # [] int64
+    masks: torch.Tensor | None = None   # [K,H,W] bool, when asked for
 
-    Drops instances with an empty mask, a final (mask-rescored) score below ``min_score`` or a class
-    outside ``class_filter``. Returns (ids HxW int32, classes, scores, boxes [N,4], areas, masks) with
-    instances sorted by descending score; where masks overlap the higher-scoring instance owns the pixel.
+    def tensors(self) -> dict[str, torch.Tensor]:
+        fields = {"ids": self.ids, "classes": self.classes, "scores": self.scores, "boxes": self.boxes,
+                  "areas": self.areas, "count": self.count}
+        return fields if self.masks is None else {**fields, "masks": self.masks}
+
+
+def instance_table(masks: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, live: torch.Tensor,
+                   class_filter: torch.Tensor | None = None, keep_masks: bool = False) -> InstanceTable:
+    """Order the live instances, build the index map and boxes, all on the tensors' device.
+
+    ``masks`` [K,H,W] bool, ``scores``/``classes``/``live`` [K]. Drops slots that are not live, have an
+    empty mask or a class outside ``class_filter``. Where masks overlap the higher-scoring instance
+    owns the pixel. Fixed shapes and no boolean indexing: nothing here waits for the device.
     """
-    if classes.numel():
-        keep = (scores >= min_score) & masks.flatten(1).any(1)
-        if class_filter is not None:
-            keep &= torch.isin(classes, class_filter)
-        masks, scores, classes = masks[keep], scores[keep], classes[keep]
-    order = torch.argsort(scores, descending=True)
-    masks, scores, classes = masks[order], scores[order], classes[order]
-    n, height, width = masks.shape
-    if n == 0:
-        empty = torch.zeros((0, 4), dtype=torch.int32, device=masks.device)
-        return (torch.zeros((height, width), dtype=torch.int32, device=masks.device), classes, scores, empty,
-                torch.zeros(0, dtype=torch.int64, device=masks.device), masks)
-    # paint from the lowest to the highest score, so the higher-scoring instance owns overlaps
-    # (N whole-frame fills are far cheaper than an argmax across the instance axis on a CPU)
-    ids = torch.zeros((height, width), dtype=torch.int32, device=masks.device)
-    for k in range(n - 1, -1, -1):
-        ids.masked_fill_(masks[k], k + 1)
-    row_counts = masks.view(torch.uint8).sum(2, dtype=torch.int32)     # [N, H], a contiguous reduction
+    slots, height, width = masks.shape
+    valid = live & masks.flatten(1).any(1)
+    if class_filter is not None:
+        valid &= torch.isin(classes, class_filter)
+    # valid slots first, by descending score; ties keep their slot order
+    order = torch.sort(torch.where(valid, scores, float("-inf")), descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(1, slots + 1, device=masks.device))
+    # one max-reduction over the slots: each pixel takes the best-ranked valid mask covering it
+    # (weight slots + 1 - rank), background has weight 0; (slots + 1 - weight) % (slots + 1) is its id
+    dtype = torch.uint8 if slots < 255 else torch.int16
+    weights = torch.where(valid, slots + 1 - rank, 0).to(dtype)
+    best = (torch.where(masks, weights[:, None, None], 0).amax(0) if slots
+            else torch.zeros((height, width), dtype=dtype, device=masks.device))
+    ids = (slots + 1 - best) % (slots + 1)
+    row_counts = masks.view(torch.uint8).sum(2, dtype=torch.int32)     # [K, H], a contiguous reduction
     rows, cols = row_counts > 0, masks.any(1)
     y0 = rows.to(torch.uint8).argmax(1)
     y1 = height - 1 - rows.flip(1).to(torch.uint8).argmax(1)
@@ -85,29 +99,45 @@ def instance_tensors(masks: torch.Tensor, scores: torch.Tensor, classes: torch.T
     x1 = width - 1 - cols.flip(1).to(torch.uint8).argmax(1)
     boxes = torch.stack([x0, y0, x1, y1], 1).to(torch.int32)
     areas = row_counts.sum(1, dtype=torch.int64)
-    return ids, classes, scores, boxes, areas, masks
+    return InstanceTable(ids=ids, classes=classes.index_select(0, order), scores=scores.index_select(0, order),
+                         boxes=boxes.index_select(0, order), areas=areas.index_select(0, order),
+                         count=valid.sum(dtype=torch.int64),
+                         masks=masks.index_select(0, order) if keep_masks else None)
 
 
-def prescreen_queries(outputs: dict[str, torch.Tensor], score_threshold: float, mask_threshold: float,
-                      slack: float = 0.98) -> dict[str, torch.Tensor]:
-    """Keep only the queries that can reach ``score_threshold`` after mask rescoring (batch of one).
+def instance_output(host: dict[str, np.ndarray]) -> InstanceOutput:
+    """``InstanceTable.tensors()`` copied to the host -> the frame's instances, filler cut off."""
+    count = int(host["count"])
+    return InstanceOutput(ids=host["ids"].astype(id_map_dtype(count), copy=False), classes=host["classes"][:count],
+                          scores=host["scores"][:count], boxes=host["boxes"][:count], areas=host["areas"][:count],
+                          masks=host["masks"][:count] if "masks" in host else None)
 
-    Up-sampling every candidate mask to the image size dominates SparseInst post-processing on a CPU
-    (hundreds of ms at 640x480 for a few dozen candidates), yet most candidates fall below the
-    published threshold once rescored. This computes the same final score cheaply at mask resolution
-    (score = sqrt(sigmoid(class) * sigmoid(objectness)) * maskness, as in postprocess_instances) and
-    drops the hopeless queries first; ``slack`` keeps borderline ones, the exact cut is made on the
-    final scores later. The result then equals post-processing all queries and cutting at the threshold.
+
+class HostCopy:
+    """The one device->host copy of a frame's results.
+
+    With ``pack`` (the device path) every tensor goes into one byte buffer (widest items first, so each
+    stays aligned), copied with ``non_blocking``; ``arrays()`` may be read once the copy's stream has
+    finished. Without, the tensors are on the CPU already and ``arrays()`` views them.
     """
-    if score_threshold <= 0:
-        return outputs
-    logits, masks, objectness = outputs["pred_logits"], outputs["pred_masks"], outputs["pred_scores"]
-    scores = torch.sqrt(torch.sigmoid(logits[0]) * torch.sigmoid(objectness[0])).amax(-1)
-    probs = torch.sigmoid(masks[0])
-    binary = probs > mask_threshold
-    maskness = (probs * binary).flatten(1).sum(-1) / binary.flatten(1).sum(-1).clamp(min=1e-6)
-    keep = (scores * maskness) >= score_threshold * slack
-    return {**outputs, "pred_logits": logits[:, keep], "pred_masks": masks[:, keep], "pred_scores": objectness[:, keep]}
+
+    def __init__(self, tensors: dict[str, torch.Tensor], pack: bool):
+        self._tensors = dict(sorted(tensors.items(), key=lambda item: -item[1].element_size()))
+        self._buffer = None
+        if pack:
+            packed = torch.cat([t.contiguous().reshape(-1).view(torch.uint8) for t in self._tensors.values()])
+            self._buffer = packed.to("cpu", non_blocking=True)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self._buffer is None:
+            return {name: tensor.numpy() for name, tensor in self._tensors.items()}
+        raw, arrays, offset = self._buffer.numpy(), {}, 0
+        for name, tensor in self._tensors.items():
+            size = tensor.numel() * tensor.element_size()
+            dtype = torch.empty(0, dtype=tensor.dtype).numpy().dtype
+            arrays[name] = raw[offset:offset + size].view(dtype).reshape(tensor.shape)
+            offset += size
+        return arrays
 
 
 def id_map_dtype(count: int) -> np.dtype:

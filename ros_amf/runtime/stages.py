@@ -21,10 +21,11 @@ import torch
 
 from ros_amf.contract.input_size import Geometry, InputSize
 from ros_amf.contract.pixels import to_rgb
+from ros_amf.modeling.sparseinst.postprocess import masks_at_image_size, rank_candidates
 from ros_amf.runtime.cuda import PinnedRing, StreamSet
-from ros_amf.runtime.loading import LoadedModel, check_device, share_backbone
-from ros_amf.runtime.outputs import (BadModelOutput, FrameResult, InstanceOutput, NonFiniteOutput, SemanticOutput,
-                                     id_map_dtype, instance_tensors, prescreen_queries, semantic_labels)
+from ros_amf.runtime.loading import LoadedModel, check_device, joint_model
+from ros_amf.runtime.outputs import (BadModelOutput, FrameResult, HostCopy, NonFiniteOutput, SemanticOutput,
+                                     instance_output, instance_table, semantic_labels)
 from ros_amf.runtime.preprocess import preprocess_numpy, preprocess_torch
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
@@ -89,9 +90,14 @@ def elapsed_ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def _finite(tensor: torch.Tensor) -> bool:
-    # one float32 sum is NaN/inf iff some element is (barring sums beyond 3e38): cheaper than isfinite().all()
-    return bool(torch.isfinite(tensor.sum(dtype=torch.float32))) if tensor.is_floating_point() else True
+INSTANCE_KEYS = ("pred_logits", "pred_masks", "pred_scores")
+
+
+def _finite_flags(tensors: list[torch.Tensor]) -> torch.Tensor:
+    # one float32 sum is NaN/inf iff some element is (barring sums beyond 3e38): cheaper than isfinite().all();
+    # the flags stay on the device and travel to the host with the frame's results
+    return torch.stack([torch.isfinite(t.sum(dtype=torch.float32)) if t.is_floating_point()
+                        else torch.ones((), dtype=torch.bool, device=t.device) for t in tensors])
 
 
 def resolve_input_sizes(settings: FrameSettings, models: dict[str, LoadedModel]) -> tuple[dict[str, InputSize],
@@ -125,10 +131,12 @@ class FrameStages:
             if settings.channels_last:
                 model.module.to(memory_format=torch.channels_last)
         self.warnings: list[str] = []
+        self.joint = None
         if settings.joint:
             if len(self.models) < 2:
                 raise ValueError("joint mode needs both an instance and a semantic model; set joint to false.")
-            self.warnings += share_backbone(self.models["instance"].module, self.models["semantic"].module)
+            self.joint, joint_warnings = joint_model(self.models["instance"].module, self.models["semantic"].module)
+            self.warnings += joint_warnings
         self.input_sizes, size_warnings = resolve_input_sizes(settings, self.models)
         self.warnings += size_warnings
         self.device_path = settings.device_path if settings.device_path is not None else self.device.type == "cuda"
@@ -136,10 +144,9 @@ class FrameStages:
         self.pinned = PinnedRing(slots=staging_slots, pinned=self.device.type == "cuda")
         self.class_filter = (torch.tensor(settings.class_filter, dtype=torch.long, device=self.device)
                              if settings.class_filter else None)
-        self._postprocess_instances = None
-        if "instance" in self.models:
-            from ros_amf.modeling.sparseinst.postprocess import postprocess_instances
-            self._postprocess_instances = postprocess_instances
+        # on a CPU reading a count costs nothing, and cutting the candidates to the live ones spares their
+        # full-size masks; elsewhere the candidates keep their fixed number so nothing waits for the device
+        self.cut_candidates = self.device.type == "cpu" and not self.device_path
 
     def preprocess(self, frame: CameraFrame) -> PreparedFrame:
         start = time.perf_counter()
@@ -172,22 +179,23 @@ class FrameStages:
         # On CUDA this only queues the kernels (the models' streams run side by side); the host-side
         # "inference" time is then launch time, the GPU time per stream comes from the timing events.
         start = time.perf_counter()
-        joint = self.settings.joint
         outputs, done = {}, {}
-        order = ["instance", "semantic"] if joint else list(self.models)
+        # joint mode: one forward of the JointModel gives both tasks' outputs
+        runs = [(("instance", "semantic"), self.joint)] if self.joint is not None else \
+            [((task,), model.module) for task, model in self.models.items()]
         with torch.inference_mode():
-            for task in order:
-                if task not in self.models:
-                    continue
-                stream = self.streams.compute["instance" if joint else task]
-                tensor = prepared.inputs[task].tensor
+            for tasks, module in runs:
+                stream = self.streams.compute[tasks[0]]
+                tensor = prepared.inputs[tasks[0]].tensor
                 with self.streams.use(stream):
                     self.streams.wait(stream, prepared.ready)
                     self.streams.keep_alive(tensor, stream)
                     begin = self.streams.record(stream)
-                    outputs[task] = self.models[task].module(tensor)
-                    done[task] = self.streams.record(stream)
-                    self.streams.mark_busy(f"inference/{task}", begin, done[task])
+                    results = module(tensor)
+                    finished = self.streams.record(stream)
+                    for task, output in zip(tasks, results if len(tasks) > 1 else [results]):
+                        outputs[task], done[task] = output, finished
+                    self.streams.mark_busy(f"inference/{'+'.join(tasks)}", begin, finished)
         prepared.timings_ms["inference"] = elapsed_ms(start)
         return InferredFrame(prepared, outputs, done)
 
@@ -208,31 +216,31 @@ class FrameStages:
                         if torch.is_tensor(tensor):
                             self.streams.keep_alive(tensor, stream)
                 begin = self.streams.record(stream)
-            host: dict[str, torch.Tensor] = {}
+            device: dict[str, torch.Tensor] = {}
             if "instance" in inferred.outputs:
-                host.update(self._instance_on_device(inferred.outputs["instance"], inputs["instance"].geometry))
+                device.update(self._instance_on_device(inferred.outputs["instance"], inputs["instance"].geometry))
             if "semantic" in inferred.outputs:
                 logits = inferred.outputs["semantic"]
                 logits = logits["logits"] if isinstance(logits, dict) else logits
-                if not _finite(logits):
-                    raise NonFiniteOutput("semantic model output holds NaN/inf")
-                host["labels"] = semantic_labels(logits, inputs["semantic"].geometry)
-            # device->host: non-blocking copies issued on the post stream, then one wait for all of them
-            host = {k: (v.to("cpu", non_blocking=True) if v.is_cuda else v) for k, v in host.items()}
+                device["semantic.finite"] = _finite_flags([logits])
+                device["semantic.labels"] = semantic_labels(logits, inputs["semantic"].geometry)
+            # device->host: one packed non-blocking copy on the post stream, then one wait for it
+            transfer = HostCopy(device, pack=self.device_path)
             end = self.streams.record(stream)
             if end is not None:
                 end.synchronize()
             self.streams.mark_busy("postprocess", begin, end)
-        if "ids" in host:
-            count = host["classes"].numel()
-            result.instances = InstanceOutput(
-                ids=host["ids"].numpy().astype(id_map_dtype(count), copy=False),
-                classes=host["classes"].numpy().astype(np.int64, copy=False),
-                scores=host["scores"].float().numpy(), boxes=host["boxes"].numpy(),
-                areas=host["areas"].numpy().astype(np.int64, copy=False),
-                masks=host["masks"].numpy() if "masks" in host else None)
-        if "labels" in host:
-            result.semantic = SemanticOutput(labels=host["labels"].numpy())
+        host = transfer.arrays()
+        if "instance.finite" in host:
+            for key, finite in zip(INSTANCE_KEYS, host["instance.finite"]):
+                if not finite:
+                    raise NonFiniteOutput(f"instance model output '{key}' holds NaN/inf")
+            result.instances = instance_output({name.split(".", 1)[1]: array for name, array in host.items()
+                                                if name.startswith("instance.")})
+        if "semantic.finite" in host:
+            if not host["semantic.finite"].all():
+                raise NonFiniteOutput("semantic model output holds NaN/inf")
+            result.semantic = SemanticOutput(labels=host["semantic.labels"])
         if frame.keep_image:
             result.image_rgb = to_rgb(frame.image if frame.image.ndim == 3 else frame.image[..., None],
                                       frame.encoding)
@@ -240,24 +248,18 @@ class FrameStages:
         return result
 
     def _instance_on_device(self, outputs: dict[str, torch.Tensor], geometry: Geometry) -> dict[str, torch.Tensor]:
-        for key in ("pred_logits", "pred_masks", "pred_scores"):
+        for key in INSTANCE_KEYS:
             if not isinstance(outputs, dict) or key not in outputs:
                 raise BadModelOutput(f"instance model output lacks '{key}'")
-            if not _finite(outputs[key]):
-                raise NonFiniteOutput(f"instance model output '{key}' holds NaN/inf")
         cfg = self.settings
-        outputs = prescreen_queries({k: v.float() for k, v in outputs.items() if torch.is_tensor(v)},
-                                    cfg.score_threshold, cfg.mask_threshold)
-        found = self._postprocess_instances(
-            outputs,
-            image_size_hw=geometry.resized_hw, output_size_hw=geometry.original_hw,
-            score_threshold=cfg.score_threshold, mask_threshold=cfg.mask_threshold,
-            max_instances=cfg.max_instances)[0]
-        # the threshold applies twice: before mask rescoring (cheap, inside postprocess_instances) and on the
-        # final score that is published
-        ids, classes, scores, boxes, areas, masks = instance_tensors(found.masks, found.scores, found.classes,
-                                                                     self.class_filter, cfg.score_threshold)
-        out = {"ids": ids, "classes": classes, "scores": scores, "boxes": boxes, "areas": areas}
-        if cfg.keep_masks:
-            out["masks"] = masks
-        return out
+        # the threshold applies to the class score and, as min_score, to the final (mask-rescored) score
+        # that is published
+        found = rank_candidates(outputs["pred_logits"][0], outputs["pred_masks"][0], outputs["pred_scores"][0],
+                                cfg.score_threshold, cfg.mask_threshold, cfg.max_instances,
+                                min_score=cfg.score_threshold)
+        if self.cut_candidates:
+            found = found.first(int(found.live.sum()))
+        masks = masks_at_image_size(found.probs, geometry.resized_hw, geometry.original_hw, cfg.mask_threshold)
+        table = instance_table(masks, found.scores, found.classes, found.live, self.class_filter, cfg.keep_masks)
+        tensors = {"finite": _finite_flags([outputs[key] for key in INSTANCE_KEYS]), **table.tensors()}
+        return {f"instance.{name}": tensor for name, tensor in tensors.items()}

@@ -31,21 +31,23 @@ def modulated_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.T
     out_ch, _, kh, kw = weight.shape
     taps = kh * kw
     out_h, out_w = offset.shape[-2:]
-    dtype, device = x.dtype, x.device
+    # positions, grid and bilinear sampling in fp32 whatever the model runs in: an fp16 grid coordinate
+    # near 1 moves in steps of 1/1024, i.e. 1/8 px on a 256 px wide map
+    fp32, device = torch.float32, x.device
     # regular sampling positions p + p_k (pixel coordinates of the input)
-    base_y = torch.arange(out_h, device=device, dtype=dtype) * stride - padding
-    base_x = torch.arange(out_w, device=device, dtype=dtype) * stride - padding
-    tap_y, tap_x = torch.meshgrid(torch.arange(kh, device=device, dtype=dtype) * dilation,
-                                  torch.arange(kw, device=device, dtype=dtype) * dilation, indexing="ij")
+    base_y = torch.arange(out_h, device=device, dtype=fp32) * stride - padding
+    base_x = torch.arange(out_w, device=device, dtype=fp32) * stride - padding
+    tap_y, tap_x = torch.meshgrid(torch.arange(kh, device=device, dtype=fp32) * dilation,
+                                  torch.arange(kw, device=device, dtype=fp32) * dilation, indexing="ij")
     pos_y = base_y.view(1, 1, out_h, 1) + tap_y.reshape(1, taps, 1, 1)
     pos_x = base_x.view(1, 1, 1, out_w) + tap_x.reshape(1, taps, 1, 1)
-    off = offset.view(batch, taps, 2, out_h, out_w)
+    off = offset.float().view(batch, taps, 2, out_h, out_w)
     pos_y = pos_y + off[:, :, 0]
     pos_x = pos_x + off[:, :, 1]
     # grid_sample wants (x, y) in [-1, 1]; align_corners=True maps -1/+1 to the first/last pixel centre
     grid = torch.stack((2.0 * pos_x / max(width - 1, 1) - 1.0, 2.0 * pos_y / max(height - 1, 1) - 1.0), dim=-1)
-    sampled = F.grid_sample(x, grid.view(batch, taps * out_h, out_w, 2), mode="bilinear",
-                            padding_mode="zeros", align_corners=True)
+    sampled = F.grid_sample(x.float(), grid.view(batch, taps * out_h, out_w, 2), mode="bilinear",
+                            padding_mode="zeros", align_corners=True).to(x.dtype)
     sampled = sampled.view(batch, channels, taps, out_h, out_w) * mask.unsqueeze(1)
     out = torch.einsum("bckhw,ock->bohw", sampled, weight.reshape(out_ch, channels, taps))
     if bias is not None:

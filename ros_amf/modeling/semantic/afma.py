@@ -99,8 +99,10 @@ class AfmaFactors:
         return self.image_patches @ self.feature_patches.transpose(-1, -2) / self.patch_size ** 2
 
     def row_nonzero_counts(self, max_elements: int = 1 << 22) -> torch.Tensor:
-        """Number of nonzero entries in each row of A, [B, C, L_full], computed in row blocks."""
-        image, feature = self.image_patches.detach(), self.feature_patches.detach()
+        """Number of nonzero entries in each row of A, [B, C, L_full], computed in row blocks.
+
+        In fp32 whatever the model runs in: an fp16 product can round to zero and drop out of the count."""
+        image, feature = self.image_patches.detach().float(), self.feature_patches.detach().float()
         batch, classes, rows, _ = image.shape
         feature_t = feature.transpose(-1, -2).contiguous()
         block = min(rows, max(1, max_elements // max(1, batch * classes * feature.shape[-2])))

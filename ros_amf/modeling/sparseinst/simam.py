@@ -18,7 +18,10 @@ class SimAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = max(x.shape[-2] * x.shape[-1] - 1, 1)
-        d = (x - x.mean(dim=(-2, -1), keepdim=True)).pow(2)
+        # statistics in fp32 whatever the model runs in: an fp16 sum of squares over a whole map loses
+        # precision and can overflow
+        x32 = x.float()
+        d = (x32 - x32.mean(dim=(-2, -1), keepdim=True)).pow(2)
         variance = d.sum(dim=(-2, -1), keepdim=True) / n
         energy_inverse = d / (4 * (variance + self.eps_lambda)) + 0.5  # SimAM energy, inverse
-        return x * torch.sigmoid(energy_inverse)
+        return x * torch.sigmoid(energy_inverse).to(x.dtype)
