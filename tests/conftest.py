@@ -27,3 +27,10 @@ def ros_context():
     rclpy.init(context=context)
     yield context
     rclpy.shutdown(context=context)
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses the rclpy context needs ROS: mark it ``ros`` (files importing messages say so themselves)."""
+    for item in items:
+        if "ros_context" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ros)

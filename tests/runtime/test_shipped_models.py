@@ -7,7 +7,7 @@ import pytest
 from ros_amf.contract.checkpoint import load_checkpoint, sha256_of
 from ros_amf.runtime.loading import load_model
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 SHIPPED = sorted(MODELS.glob("*.pt"))
 
 

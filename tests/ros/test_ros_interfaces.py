@@ -14,6 +14,8 @@ from std_msgs.msg import ColorRGBA, Header  # noqa: E402
 from ros_amf_msgs.msg import (  # noqa: E402
     Instance, InstanceSegmentation, LabelInfo, PipelineStats, StageTiming)
 
+pytestmark = pytest.mark.ros
+
 
 def _header(frame="camera_front", sec=1_700_000_000, nanosec=123_456_789):
     return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame)

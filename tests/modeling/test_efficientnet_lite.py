@@ -120,7 +120,7 @@ def test_resnet_model_refuses_lite_weights_naming_the_setting():
 @pytest.mark.parametrize("config,task", [("models/amf_sparseinst_effl0.yaml", "instance"),
                                          ("models/fpn_afma_effl0.yaml", "semantic")])
 def test_model_info_runs_on_the_shipped_lite_configs(config, task, tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = tmp_path / "info.json"
     assert model_info([os.path.join(root, config), "--size", "64x96", "--depth", "1", "--json", str(out)]) == 0
     info = json.loads(out.read_text())

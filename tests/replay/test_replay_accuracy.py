@@ -16,6 +16,8 @@ from ros_amf.data.synthetic.export import encode_rle
 from ros_amf.ros.conversions import array_to_image, instances_message
 from ros_amf.runtime.outputs import InstanceOutput
 
+pytestmark = pytest.mark.ros
+
 H, W = 32, 48
 
 

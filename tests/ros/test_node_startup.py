@@ -17,6 +17,8 @@ from ros_amf.runtime.loading import load_model
 from ros_helpers import spin_until
 from runtime_helpers import TINY_SEMANTIC, tiny_config
 
+pytestmark = pytest.mark.ros
+
 _names = itertools.count()
 
 

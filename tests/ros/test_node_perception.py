@@ -16,6 +16,8 @@ from ros_amf.ros.node import InstanceSegmentationNode, PerceptionNode, SemanticS
 from ros_helpers import spin_until, wait_for_subscribers
 from runtime_helpers import ScriptedSemanticModel, scripted, tiny_instance, tiny_semantic
 
+pytestmark = pytest.mark.ros
+
 _names = itertools.count()
 
 

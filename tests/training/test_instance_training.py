@@ -109,6 +109,7 @@ def _losses(run: Path) -> dict[int, dict]:
     return {row["iter"]: {k: row[k] for k in keys} for row in rows}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
     root = write_shapes_dataset(tmp_path / "shapes", images=6)
     config = tmp_path / "tiny.yaml"

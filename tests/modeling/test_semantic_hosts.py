@@ -10,7 +10,7 @@ from ros_amf.modeling.semantic.loss import SemanticLoss, afma_mse
 from ros_amf.modeling.semantic.model import ARCHITECTURES, SemanticModelConfig, build_semantic_model
 from tests.afma_reference import naive_afma_mse, naive_forward
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 NEW_HOSTS = ("unetplusplus", "manet", "pan", "linknet")
 
 

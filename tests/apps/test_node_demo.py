@@ -2,11 +2,14 @@
 import json
 from dataclasses import asdict, is_dataclass
 
+import pytest
 import yaml
 
 from ros_amf.apps import demo
 from rosbags_writer import write_image_bag
 from runtime_helpers import TINY_INSTANCE, TINY_SEMANTIC
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
 def test_demo_accounts_for_every_frame_and_writes_overlays_and_report(tmp_path, capsys):

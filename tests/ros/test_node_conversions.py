@@ -8,6 +8,8 @@ from ros_amf.ros.conversions import (BadImage, array_to_image, image_to_array, i
                                      label_info_message)
 from ros_amf.runtime.outputs import InstanceOutput
 
+pytestmark = pytest.mark.ros
+
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 
 

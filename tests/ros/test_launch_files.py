@@ -17,7 +17,7 @@ from ros_amf.ros.kinds import KINDS, kind_of_executable
 from ros_amf.ros.params import specs_for
 from runtime_helpers import TINY_INSTANCE, TINY_SEMANTIC
 
-LAUNCH = Path(__file__).resolve().parents[1] / "launch"
+LAUNCH = Path(__file__).resolve().parents[2] / "launch"
 LAUNCH_FILES = sorted(LAUNCH.glob("*.launch.py"))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import ros_amf
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROS_FREE_PACKAGES = ["ros_amf.modeling", "ros_amf.data", "ros_amf.evaluation", "ros_amf.training", "ros_amf.runtime"]
 
 

@@ -15,6 +15,8 @@ from ros_amf.apps.replay import main
 from ros_amf.bags.reader import read_images
 from ros_amf.replay.report import load_json
 
+pytestmark = pytest.mark.ros
+
 FRAMES = 6
 
 
@@ -39,6 +41,7 @@ def replay(bag, graph, out, *extra) -> dict:
     return load_json(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage,compressed", [("sqlite3", None), ("mcap", None), ("mcap", "png")])
 def test_foreign_bag_replays_without_conversion(tmp_path, semantic_graph, storage, compressed):
     bag = write_image_bag(tmp_path / "bag", storage=storage, compressed=compressed, frames=FRAMES,
@@ -57,6 +60,7 @@ def test_foreign_bag_replays_without_conversion(tmp_path, semantic_graph, storag
     assert graph["runs"][0]["resources"]["samples"] >= 1
 
 
+@pytest.mark.slow
 def test_repeated_replays_deliver_the_same_frames_and_scores(tmp_path, semantic_graph):
     bag = write_image_bag(tmp_path / "bag", storage="mcap", frames=FRAMES, height=48, width=64)
     labels = tmp_path / "labels"
