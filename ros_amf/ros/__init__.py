@@ -1,1 +1,2 @@
-"""ROS 2 layer: nodes, message conversions, QoS, parameters. The only package that imports rclpy."""
+"""ROS 2 layer: nodes, node kinds, message conversions, QoS, parameters, launcher. With replay/harness.py the
+only code that imports rclpy."""

@@ -1,0 +1,1 @@
+"""Readers of COCO instances, Cityscapes and CamVid layouts."""

@@ -1,0 +1,1 @@
+"""Semantic segmentation: AFMA (afma.py, the paper's equations), its loss, and the host networks (decoders/)."""
