@@ -21,6 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from ros_amf.contract.coco_json import read_coco_instances
 from ros_amf.contract.errors import DatasetFileError
 
 GROUND_TRUTH_DIR = "ground_truth"
@@ -104,21 +105,7 @@ def load_bag_ground_truth(bag_dir: str | Path) -> dict[int, dict] | None:
 
 
 def _read_coco(path: Path) -> COCO:
-    if not path.is_file():
-        raise DatasetFileError(path, "is missing; the ground_truth folder needs the COCO instances file.")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetFileError(path, f"is not valid JSON ({exc}); re-create the ground truth.") from None
-    if not isinstance(data, dict):
-        raise DatasetFileError(path, "is not a COCO annotation file (top level is not an object).")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise DatasetFileError(path, f"has no '{key}' list; it is not a COCO instances file.")
-    for image in data["images"]:
-        if not all(k in image for k in ("id", "file_name", "height", "width")):
-            raise DatasetFileError(path, f"image entry {image.get('id', '?')} lacks one of id, file_name, height, "
-                                         "width.")
+    data = read_coco_instances(path, "is missing; the ground_truth folder needs the COCO instances file.")
     category_ids = {c.get("id") for c in data["categories"]}
     for ann in data["annotations"]:
         if ann.get("category_id") not in category_ids or "segmentation" not in ann:

@@ -8,13 +8,13 @@ out and never treats them as positives. Category ids are mapped to contiguous id
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ros_amf.contract.coco_json import read_coco_instances
 from ros_amf.contract.errors import DatasetFileError
 from ros_amf.data.image_io import read_rgb
 from ros_amf.data.targets import instance_targets
@@ -60,22 +60,8 @@ class CocoInstances:
 
     @staticmethod
     def _load_json(path: Path) -> dict:
-        if not path.is_file():
-            raise DatasetFileError(path, "COCO annotation file is missing; check the path "
+        return read_coco_instances(path, "COCO annotation file is missing; check the path "
                                          "(e.g. DIR/coco/annotations/instances_train.json).")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DatasetFileError(path, f"is not valid JSON ({exc}); re-create the annotation file.") from None
-        if not isinstance(data, dict):
-            raise DatasetFileError(path, "is not a COCO annotation file (top level is not an object).")
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(data.get(key), list):
-                raise DatasetFileError(path, f"has no '{key}' list; it is not a COCO instances file.")
-        for im in data["images"]:
-            if not all(k in im for k in ("id", "file_name", "height", "width")):
-                raise DatasetFileError(path, f"image entry {im.get('id', '?')} lacks one of id, file_name, height, width.")
-        return data
 
     def _check_annotation(self, ann: dict) -> None:
         where = f"annotation {ann.get('id', '?')}"
