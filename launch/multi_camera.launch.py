@@ -1,5 +1,7 @@
 """Several cameras: one perception node per camera, each in the camera's namespace.
 
+Topic names are relative, so the node in /front reads /front/image_raw and writes /front/instances, ...
+
     ros2 launch ros_amf multi_camera.launch.py
 
 Same node graph as `ros-amf run --params launch/multi_camera.yaml` (add cameras in both files).

@@ -95,7 +95,7 @@ def run_demo(args) -> dict:
     graph = session.started_graph("pipelined", "perception", {k: ros_value(v) for k, v in params.items()}, None,
                                   Path(tempfile.mkdtemp(prefix="ros_amf_demo_")))
     options = session.BenchmarkOptions(
-        input_topic=topics.IMAGE, qos="reliable", idle_seconds=1.0,
+        input_topic=topics.CAMERA_IMAGE, qos="reliable", idle_seconds=1.0,
         plan=ReplayPlan(mode="recorded", rate_factor=args.rate, loops=args.loops),
         record_topics={f"{node}/overlay": overlays.append,
                        f"{node}/instances": lambda msg: instance_counts.append(len(msg.instances))})

@@ -34,6 +34,7 @@ from ros_amf_msgs.msg import LabelInfo, PipelineStats
 from ros_amf.bags.reader import BagImage
 from ros_amf.replay.monitor import OutputMonitor
 from ros_amf.replay.schedule import GraphError, ReplayPlan, SentFrame, publish_schedule, schedule
+from ros_amf.ros import topics
 from ros_amf.ros.conversions import array_to_image
 from ros_amf.ros.kinds import KINDS
 from ros_amf.ros.qos import LATCHED, matching_subscription_qos, qos_from_name
@@ -87,14 +88,26 @@ class GraphProcess:
 
 
 def node_command(kind: str, node_name: str | None, params: Sequence[str], params_file: str | None) -> list[str]:
-    """Command line that runs one node of ``kind`` (see ros_amf.ros.kinds); params are NAME:=VALUE."""
+    """Command line that runs one node of ``kind`` (see ros_amf.ros.kinds); params are NAME:=VALUE.
+
+    The node's relative topics are remapped to the harness's layout: the camera on /camera/image_raw,
+    the outputs under /<node name>/ (what KINDS[kind].output_topics(node name) lists), so graphs
+    started one after another never share output topics and parameter files keyed by node name apply.
+    """
     module, function = KINDS[kind].entry_point.split(":")
     code = f"import sys; from {module} import {function} as main; sys.exit(main(sys.argv))"
-    ros_args = ["--ros-args"]
+    name = node_name or KINDS[kind].node_name
+    ros_args = ["--ros-args", "-r", f"{topics.IMAGE}:={topics.CAMERA_IMAGE}",
+                "-r", f"{topics.CAMERA_INFO}:={topics.CAMERA_CAMERA_INFO}"]
+    ros_args += [arg for topic in topics.OUTPUTS for arg in ("-r", f"{topic}:=/{name}/{topic}")]
     if node_name:
         ros_args += ["-r", f"__node:={node_name}"]
     if params_file:
         ros_args += ["--params-file", params_file]
+    if not any(item.startswith("lazy:=") for item in params):
+        # a benchmark measures every frame: waiting for the graph to see our subscriptions would count
+        # the first frames as idle (lazy mode), which reads as transport losses here
+        ros_args += ["-p", "lazy:=false"]
     for item in params:
         ros_args += ["-p", item]
     return [sys.executable, "-c", code, *ros_args]

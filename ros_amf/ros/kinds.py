@@ -27,10 +27,12 @@ class NodeKind:
         return getattr(importlib.import_module(module), name)
 
     def output_topics(self, node_name: str | None = None) -> list[str]:
-        """The matched outputs of a node of this kind: one per task (instances, label map)."""
+        """The matched outputs of a node of this kind as the replay harness starts it: one per task
+        (instances, label map), under ``/<node name>/`` (ros_amf.replay.harness.node_command remaps
+        the node's relative outputs there, so graphs started one after another never share topics)."""
         base = "/" + (node_name or self.node_name).strip("/")
-        private = {"instance": topics.INSTANCES, "semantic": topics.LABELS}
-        return [f"{base}/{private[task][2:]}" for task in self.tasks]
+        names = {"instance": topics.INSTANCES, "semantic": topics.LABELS}
+        return [f"{base}/{names[task]}" for task in self.tasks]
 
 
 KINDS: dict[str, NodeKind] = {k.kind: k for k in (

@@ -18,6 +18,7 @@ class ParamSpec:
     default: object
     description: str
     tasks: frozenset[str] = frozenset({"instance", "semantic"})   # declared when the node runs any of these
+    live: bool = False   # takes effect on the next frame when set on a running node; others need a reconfigure
 
 
 _BOTH = frozenset({"instance", "semantic"})
@@ -25,10 +26,14 @@ _INST = frozenset({"instance"})
 _SEM = frozenset({"semantic"})
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("input_topic", topics.IMAGE, "sensor_msgs/Image topic to segment (rgb8, bgr8, rgba8, bgra8, mono8)."),
+    ParamSpec("input_topic", topics.IMAGE, "sensor_msgs/Image topic to segment (rgb8, bgr8, rgba8, bgra8, mono8); "
+                                           "relative names resolve in the node's namespace (remap 'image' or set this)."),
     ParamSpec("camera_info_topic", topics.CAMERA_INFO,
-              "sensor_msgs/CameraInfo topic; the info matching each output is re-published on ~/camera_info "
-              "with the output's header. Empty string = do not subscribe."),
+              "sensor_msgs/CameraInfo topic (relative to the namespace); the info with each output's stamp is "
+              "re-published on ~/camera_info with the output's header (a stamp miss is counted). Empty string = "
+              "do not subscribe."),
+    ParamSpec("autostart", True, "Configure and activate the lifecycle node at start-up (no lifecycle manager "
+                                 "needed); false = wait in 'unconfigured' for configure/activate transitions."),
     ParamSpec("instance.config", "models/amf_sparseinst_r18slim.yaml",
               "Instance model config (YAML, see models/). Relative paths are tried from the working directory, "
               "then from the installed share/ros_amf.", _INST),
@@ -55,23 +60,40 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("semantic.input_size.max_long_side", 0,
               "Semantic model input: cap on the resized long side; 0 = the semantic model config's input_size.",
               _SEM),
-    ParamSpec("score_threshold", 0.3, "Instances scoring below this are not published.", _INST),
-    ParamSpec("mask_threshold", 0.45, "Mask probability threshold of the instance masks.", _INST),
-    ParamSpec("max_instances", 100, "At most this many instances per image (highest scores first).", _INST),
-    ParamSpec("class_filter", [], "Instance class names to publish (string list); empty = all classes.", _INST),
-    ParamSpec("input_qos", "sensor_data", "QoS of the image subscription: sensor_data (best effort, depth 5) "
-                                          "or reliable (depth 10)."),
-    ParamSpec("output_qos", "sensor_data", "QoS of the result publishers: sensor_data or reliable."),
-    ParamSpec("publish_overlay", True, "Publish ~/overlay (rgb8) while someone subscribes to it."),
-    ParamSpec("overlay_alpha", 0.5, "Opacity of the colours in ~/overlay (0..1)."),
-    ParamSpec("max_image_pixels", 4096 * 4096, "Images with more pixels are rejected (counted as too_large)."),
-    ParamSpec("input_timeout_s", 2.0, "Diagnostics warn when no image arrived for this long."),
-    ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics and ~/stats."),
+    ParamSpec("score_threshold", 0.3, "Instances scoring below this are not published (0..1).", _INST, live=True),
+    ParamSpec("mask_threshold", 0.45, "Mask probability threshold of the instance masks (0..1).", _INST, live=True),
+    ParamSpec("max_instances", 100, "At most this many instances per image (highest scores first).", _INST,
+              live=True),
+    ParamSpec("class_filter", [], "Instance class names to publish (string list); empty = all classes.", _INST,
+              live=True),
+    ParamSpec("input_qos", "sensor_data", "Base QoS of the image and camera_info subscriptions: sensor_data (best "
+                                          "effort, depth 5) or reliable (depth 10); qos_overrides.* parameters "
+                                          "change single policies per topic."),
+    ParamSpec("output_qos", "reliable", "Base QoS of the result publishers: reliable (keep-last, depth 5; what "
+                                        "default subscribers ask for) or sensor_data (best effort); "
+                                        "qos_overrides.* parameters change single policies per topic."),
+    ParamSpec("lazy", True, "Run no inference while no output has a subscriber (frames counted as idle, not "
+                            "as drops).", live=True),
+    ParamSpec("max_rate_hz", 0.0, "Process at most this many frames a second (frames in between are skipped "
+                                  "and counted as rate_capped); 0 = every frame.", live=True),
+    ParamSpec("publish_overlay", True, "Publish overlay (rgb8) while someone subscribes to it.", live=True),
+    ParamSpec("overlay_alpha", 0.5, "Opacity of the colours in overlay (0..1).", live=True),
+    ParamSpec("overlay_annotations", True, "Draw boxes, class names and scores of the instances and the legend "
+                                           "of the semantic classes on the overlay.", live=True),
+    ParamSpec("max_image_pixels", 4096 * 4096, "Images with more pixels are rejected (counted as too_large).",
+              live=True),
+    ParamSpec("input_timeout_s", 2.0, "Diagnostics warn when no image arrived for this long.", live=True),
+    ParamSpec("min_output_hz", 1.0, "Diagnostics warn while images arrive and subscribers listen but the output "
+                                    "rate stays below this (diagnostic_updater's frequency check); 0 = no check.",
+              live=True),
+    ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics and stats."),
     ParamSpec("inference_workers", 0, "Frames the model runs on side by side; 0 = auto (one per CPU core, "
                                       "one on CUDA where streams overlap the stages)."),
     ParamSpec("torch_threads", 0, "Torch intra-op threads (process-wide); 0 = the engine's choice (cores / "
                                   "inference workers on CPU)."),
 )
+
+LIVE = frozenset(p.name for p in PARAMETERS if p.live)
 
 
 def specs_for(tasks: tuple[str, ...], joint_capable: bool) -> list[ParamSpec]:

@@ -178,9 +178,12 @@ def _colourise(index: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 def overlay(image_rgb: np.ndarray, semantic: np.ndarray | None, instance_ids: np.ndarray | None,
             class_colours: np.ndarray, instance_colours: np.ndarray, alpha: float = 0.5,
-            ignore_label: int = 255) -> np.ndarray:
+            ignore_label: int = 255, *, instances: InstanceOutput | None = None,
+            instance_names: list[str] | None = None, semantic_names: list[str] | None = None) -> np.ndarray:
     """Blend the label map (class colours) and instance masks (per-instance colours) over the image.
 
+    With ``instances`` and ``instance_names``, each instance also gets its box and "class score"; with
+    ``semantic_names``, a legend lists the classes present in the label map with their colours.
     Whole-frame look-up tables and OpenCV blends/masked copies (no numpy boolean gathers).
     """
     out = np.ascontiguousarray(image_rgb).copy()
@@ -198,4 +201,54 @@ def overlay(image_rgb: np.ndarray, semantic: np.ndarray | None, instance_ids: np
         edge[:-1] |= instance_ids[:-1] != instance_ids[1:]
         edge[:, :-1] |= instance_ids[:, :-1] != instance_ids[:, 1:]
         cv2.copyTo(cv2.convertScaleAbs(out, alpha=0.3), edge.view(np.uint8), out)
+    if instances is not None and instance_names is not None:
+        _draw_instance_labels(out, instances, instance_names, instance_colours)
+    if semantic is not None and semantic_names is not None:
+        _draw_legend(out, semantic, semantic_names, class_colours, ignore_label)
     return out
+
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _text_scale(image: np.ndarray) -> tuple[float, int]:
+    """Font scale and line height that stay readable from 64-pixel thumbnails to 4K frames."""
+    scale = float(np.clip(min(image.shape[:2]) / 720.0, 0.3, 1.2))
+    return scale, max(8, int(round(22 * scale)))
+
+
+def _label(out: np.ndarray, text: str, x: int, y: int, colour, scale: float, line: int) -> None:
+    """Text on a filled box in ``colour`` whose top-left corner is (x, y), kept inside the image."""
+    (width, _), _ = cv2.getTextSize(text, _FONT, scale, 1)
+    x = int(np.clip(x, 0, max(0, out.shape[1] - width - 2)))
+    y = int(np.clip(y, 0, max(0, out.shape[0] - line)))
+    cv2.rectangle(out, (x, y), (x + width + 2, y + line), colour, thickness=-1)
+    dark = sum(int(c) for c in colour) > 384    # black text on light boxes, white on dark
+    cv2.putText(out, text, (x + 1, y + line - max(2, line // 5)), _FONT, scale,
+                (0, 0, 0) if dark else (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _draw_instance_labels(out: np.ndarray, instances: InstanceOutput, names: list[str],
+                          colours: np.ndarray) -> None:
+    scale, line = _text_scale(out)
+    for k, (box, cls, score) in enumerate(zip(instances.boxes.tolist(), instances.classes.tolist(),
+                                              instances.scores.tolist())):
+        colour = tuple(int(c) for c in colours[k % len(colours)])
+        x0, y0, x1, y1 = (int(v) for v in box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness=max(1, line // 12))
+        name = names[int(cls)] if 0 <= int(cls) < len(names) else f"class {int(cls)}"
+        _label(out, f"{name} {score:.2f}", x0, y0 - line if y0 >= line else y0, colour, scale, line)
+
+
+def _draw_legend(out: np.ndarray, labels: np.ndarray, names: list[str], colours: np.ndarray,
+                 ignore_label: int) -> None:
+    """The classes present in the label map, most pixels first, in the top-right corner."""
+    counts = np.bincount(labels.reshape(-1), minlength=256)
+    counts[ignore_label] = 0
+    present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0 and c < len(names)]
+    scale, line = _text_scale(out)
+    rows = present[:max(1, out.shape[0] // line - 1)]
+    width = max((cv2.getTextSize(names[c], _FONT, scale, 1)[0][0] for c in rows), default=0)
+    x = max(0, out.shape[1] - width - 4)
+    for row, cls in enumerate(rows):
+        _label(out, names[cls], x, row * line, tuple(int(v) for v in colours[cls % len(colours)]), scale, line)

@@ -25,7 +25,8 @@ def _const(node, names):
     if isinstance(node, ast.Constant):
         return [node.value]
     if isinstance(node, ast.Name) and node.id in names:
-        return names[node.id]
+        value = names[node.id]
+        return list(value) if isinstance(value, (list, tuple)) else [value]
     return [None]
 
 
@@ -33,7 +34,8 @@ def launched_nodes(path: Path) -> tuple[set[tuple[str, str, str]], str]:
     """(namespace, name, executable) of the ros_amf Nodes in a launch file, and its default params file."""
     tree = ast.parse(path.read_text())
     constants = {t.id: ast.literal_eval(a.value) for a in tree.body if isinstance(a, ast.Assign)
-                 for t in a.targets if isinstance(t, ast.Name) and isinstance(a.value, (ast.List, ast.Tuple))}
+                 for t in a.targets if isinstance(t, ast.Name) and isinstance(a.value, (ast.List, ast.Tuple,
+                                                                                        ast.Constant))}
     loop_vars = {}
     for comp in ast.walk(tree):
         if isinstance(comp, ast.ListComp):
@@ -46,7 +48,7 @@ def launched_nodes(path: Path) -> tuple[set[tuple[str, str, str]], str]:
             continue
         kwargs = {k.arg: k.value for k in call.keywords}
         if call.func.id == "Node" and _const(kwargs["package"], {}) == ["ros_amf"]:
-            for ns in _const(kwargs.get("namespace", ast.Constant("")), loop_vars):
+            for ns in _const(kwargs.get("namespace", ast.Constant("")), {**constants, **loop_vars}):
                 nodes.add(("/" + ns.strip("/"), _const(kwargs["name"], {})[0], _const(kwargs["executable"], {})[0]))
         if call.func.id == "DeclareLaunchArgument" and _const(call.args[0], {}) == ["params_file"]:
             params_file = next(n.value for n in ast.walk(kwargs["default_value"])
@@ -96,11 +98,30 @@ def test_a_node_name_that_is_no_kind_is_a_clear_error(tmp_path):
         launcher.plan(odd)
 
 
-def test_rviz_config_shows_camera_overlay_and_label_map():
+def test_rviz_config_shows_camera_overlay_and_label_map_by_relative_names():
     config = yaml.safe_load((LAUNCH / "ros_amf.rviz").read_text())
-    shown = {d["Topic"]["Value"] for d in config["Visualization Manager"]["Displays"]}
-    base = "/" + topics.NODE_PERCEPTION
-    assert shown == {topics.IMAGE, base + topics.OVERLAY[1:], base + topics.LABELS[1:]}
+    displays = config["Visualization Manager"]["Displays"]
+    shown = {d["Topic"]["Value"] for d in displays}
+    # relative: rviz2 started in the node's namespace shows that camera's topics
+    assert shown == {"image_raw", topics.OVERLAY, topics.LABELS}
+    outputs = [d["Topic"] for d in displays if d["Topic"]["Value"] != "image_raw"]
+    assert all(t["Reliability Policy"] == "Reliable" for t in outputs)
+
+
+def test_rviz_runs_in_the_namespace_of_the_node_and_takes_the_fixed_frame_from_an_argument():
+    text = (LAUNCH / "perception.launch.py").read_text()
+    tree = ast.parse(text)
+    calls = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "Node"]
+    namespaces = {ast.unparse({k.arg: k.value for k in c.keywords}["namespace"]) for c in calls}
+    assert len(calls) == 2 and len(namespaces) == 1
+    assert '"-f", LaunchConfiguration("fixed_frame")' in text
+
+
+def test_node_defaults_are_relative_topic_names():
+    from ros_amf.ros.params import PARAMETERS
+    defaults = {p.name: p.default for p in PARAMETERS}
+    assert (defaults["input_topic"], defaults["camera_info_topic"]) == ("image", "camera_info")
+    assert not any(name.startswith("/") for name in topics.OUTPUTS)
 
 
 def test_parameter_file_without_parameters_is_a_clear_error(tmp_path):

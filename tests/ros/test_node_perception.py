@@ -35,26 +35,28 @@ class Graph:
 
     def __init__(self, context, node_class=PerceptionNode, models=None, **params):
         n = next(_names)
-        self.topic = f"/test_cam{n}/image_raw"
-        overrides = {"input_topic": self.topic, "camera_info_topic": f"/test_cam{n}/camera_info",
-                     "instance.input_size.short_side": 64, "instance.input_size.max_long_side": 96,
+        # each graph in its own namespace, the node's topics at their relative defaults (image, labels, ...)
+        self.namespace = f"/test_cam{n}"
+        self.topic = f"{self.namespace}/image"
+        overrides = {"instance.input_size.short_side": 64, "instance.input_size.max_long_side": 96,
                      "semantic.input_size.short_side": 64, "semantic.input_size.max_long_side": 96,
                      "score_threshold": 0.0,
                      "diagnostics_period_s": 0.2, **params}
         models = models or {"instance": tiny_instance(), "semantic": tiny_semantic()}
-        self.node = node_class(f"perception_{n}", context=context, models=models,
+        self.node = node_class(f"perception_{n}", namespace=self.namespace, context=context, models=models,
                                parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         self.probe = __import__("rclpy").create_node(f"probe_{n}", context=context)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.probe)
         self.pub = self.probe.create_publisher(Image, self.topic, qos_profile_sensor_data)
-        self.info_pub = self.probe.create_publisher(CameraInfo, overrides["camera_info_topic"], qos_profile_sensor_data)
+        self.info_pub = self.probe.create_publisher(CameraInfo, f"{self.namespace}/camera_info",
+                                                    qos_profile_sensor_data)
         self.got: dict[str, list] = {}
-        base = self.node.get_fully_qualified_name()
         for name, kind in (("instances", InstanceSegmentation), ("instance_ids", Image), ("labels", Image),
-                           ("stats", PipelineStats), ("camera_info", CameraInfo)):
-            self.listen(f"{base}/{name}", kind, name)
+                           ("stats", PipelineStats)):
+            self.listen(f"{self.namespace}/{name}", kind, name)
+        self.listen(f"{self.node.get_fully_qualified_name()}/camera_info", CameraInfo, "camera_info")
         self.listen("/diagnostics", DiagnosticArray, "diagnostics", qos=10)
 
     def listen(self, topic, kind, key, qos=qos_profile_sensor_data):
@@ -105,7 +107,7 @@ def test_outputs_carry_the_input_header_and_the_input_size(graph):
 def test_label_info_is_latched_for_late_subscribers(graph):
     g = graph()
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    base = g.node.get_fully_qualified_name()
+    base = g.namespace
     g.listen(f"{base}/semantic_label_info", LabelInfo, "semantic_info", latched)
     g.listen(f"{base}/instance_label_info", LabelInfo, "instance_info", latched)
     assert spin_until(g.executor, lambda: g.got["semantic_info"] and g.got["instance_info"], 10)
@@ -117,7 +119,7 @@ def test_overlay_only_when_subscribed(graph):
     g = graph()
     assert g.send(_image_msg(1), "labels")
     assert g.node.pub_overlay.get_subscription_count() == 0
-    g.listen(f"{g.node.get_fully_qualified_name()}/overlay", Image, "overlay")
+    g.listen(f"{g.namespace}/overlay", Image, "overlay")
     assert spin_until(g.executor, lambda: g.node.pub_overlay.get_subscription_count() > 0, 10)
     assert g.send(_image_msg(2), "overlay")
     overlay = g.got["overlay"][-1]
