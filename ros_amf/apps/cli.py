@@ -18,10 +18,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval instance": ("ros_amf.apps.eval_instance", "COCO mask AP of an instance checkpoint (pycocotools)"),
     "eval semantic": ("ros_amf.apps.eval_semantic", "mIoU / mIoU_S / mIoU_L of a semantic checkpoint"),
     "eval ceiling": ("ros_amf.apps.eval_ceiling", "mask AP a perfect SparseInst could reach at an input size"),
+    "import-weights": ("ros_amf.apps.import_weights", "a published SparseInst .pth -> models/NAME.pt + NAME.yaml"),
     "run": ("ros_amf.apps.run", "start the perception node graph from a parameter file"),
     "demo": ("ros_amf.apps.demo", "the main job: bag -> perception node over rclpy -> report"),
     "replay": ("ros_amf.apps.replay", "replay a bag into the node graph, benchmark speed and accuracy"),
     "bench runtime": ("ros_amf.apps.bench", "bare model vs pipelined runtime vs naive node"),
+    "bench soak": ("ros_amf.apps.soak", "memory flatness: 20,000 frames at 2x overload, RSS slope after warm-up"),
+    "export onnx": ("ros_amf.apps.export", "a model's inference forward as ONNX, checked against torch"),
 }
 
 

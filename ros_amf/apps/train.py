@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ros_amf.contract.checkpoint import CheckpointError, sha256_of
-from ros_amf.evaluation.semantic import SMALL_CLASS_IDS, open_semantic_dataset
+from ros_amf.evaluation.semantic import SMALL_CLASS_IDS, open_semantic_dataset, open_semantic_folder, small_ids_of
 from ros_amf.training import instance, semantic
 from ros_amf.training.config import TrainConfig, load_run_config, with_overrides
 from ros_amf.training.fit import FitResult, checkpoint_to_resume, fit
@@ -44,13 +44,22 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, type=Path, help="YAML with model: and train: sections (see models/)")
     if task == "instance":
-        p.add_argument("--data", required=True, type=Path,
+        p.add_argument("--data", type=Path,
                        help="data set root (COCO layout: images/<split>, annotations/; or Cityscapes)")
         p.add_argument("--format", default="coco", choices=instance.FORMATS)
+        p.add_argument("--ann", type=Path, help="any COCO instances JSON (instead of --data); with --images")
+        p.add_argument("--images", type=Path, help="the image folder the --ann file's file_name fields are under")
+        p.add_argument("--val-ann", type=Path, help="validation COCO JSON with --ann (default: no validation)")
+        p.add_argument("--val-images", type=Path, help="validation image folder (default: --images)")
     else:
-        p.add_argument("--data", required=True, type=Path,
+        p.add_argument("--data", type=Path,
                        help="dataset root (a make-data --out directory or the dataset folder)")
         p.add_argument("--dataset", choices=sorted(SMALL_CLASS_IDS), default="cityscapes")
+        p.add_argument("--images", type=Path, help="image folder (instead of --data; with --labels and --classes)")
+        p.add_argument("--labels", type=Path, help="label-PNG folder, same names and sub-folders as --images")
+        p.add_argument("--classes", type=Path, help="class table YAML: a list of {id, name, colour, small}")
+        p.add_argument("--val-images", type=Path, help="validation images with --images (default: no validation)")
+        p.add_argument("--val-labels", type=Path, help="validation label PNGs for --val-images")
         p.add_argument("--recipe", choices=sorted(semantic.RECIPES), default=None,
                        help="optimiser preset: sgd = paper (lr 1e-3, wd 5e-4), adam = authors' code (lr 1e-4); "
                             "default: the config's train section")
@@ -104,16 +113,39 @@ def train_config(args: argparse.Namespace, cfg):
         snapshot_every=args.snapshot_every, log_every=args.log_every, seed=args.seed, **steps)
 
 
+def _check_data_flags(args: argparse.Namespace, own: tuple[str, ...]) -> bool:
+    """True for the own-files flags (``own``), False for --data; one sentence when neither or half is given."""
+    given = [name for name in own if getattr(args, name) is not None]
+    flags = " ".join(f"--{name} {name.upper()}" for name in own)
+    if given and args.data is not None:
+        raise ValueError(f"give either --data or {flags}, not both.")
+    if given and len(given) < len(own):
+        missing = next(name for name in own if getattr(args, name) is None)
+        raise ValueError(f"--{given[0]} needs --{missing} too ({flags}).")
+    if not given and args.data is None:
+        raise ValueError(f"no training data given; pass --data DIR (a dataset root) or {flags}.")
+    return bool(given)
+
+
 def make_task(name: str, args: argparse.Namespace, model_cfg):
     if name == "instance":
+        if _check_data_flags(args, ("ann", "images")):
+            train_set, class_names = instance.open_coco_files(args.ann, args.images)
+            val = (args.val_ann, args.val_images or args.images) if args.val_ann else None
+            return instance.InstanceTask(model_cfg, train_set, class_names, val)
         train_set, class_names = instance.open_dataset(args.format, args.data, args.split)
         # validation is COCO mask AP: the Cityscapes layout trains without it
         val = instance.coco_validation_files(args.data, args.val_split) \
             if args.val_split and args.format == "coco" else None
         return instance.InstanceTask(model_cfg, train_set, class_names, val)
-    train_set = open_semantic_dataset(args.dataset, args.data, args.split)
-    val_set = open_semantic_dataset(args.dataset, args.data, args.val_split) if args.val_split else None
-    return semantic.SemanticTask(model_cfg, train_set, val_set, SMALL_CLASS_IDS[args.dataset])
+    if _check_data_flags(args, ("images", "labels", "classes")):
+        train_set = open_semantic_folder(args.images, args.labels, args.classes)
+        val_set = open_semantic_folder(args.val_images, args.val_labels or args.labels, args.classes) \
+            if args.val_images else None
+    else:
+        train_set = open_semantic_dataset(args.dataset, args.data, args.split)
+        val_set = open_semantic_dataset(args.dataset, args.data, args.val_split) if args.val_split else None
+    return semantic.SemanticTask(model_cfg, train_set, val_set, small_ids_of(train_set, args.dataset))
 
 
 def report(result: FitResult, args: argparse.Namespace) -> None:
@@ -148,7 +180,9 @@ def run(task_name: str, argv: list[str]) -> int:
         absent = getattr(task, "histogram", {}).get("absent_classes")
         if absent and main_process:
             print(f"note: classes absent from the training labels (weight 0): {', '.join(absent)}")
-        meta = {"command": f"ros-amf train {task_name} " + " ".join(argv), "data": str(args.data), "split": args.split}
+        data = str(args.data) if args.data is not None else \
+            str(getattr(args, "ann", None) or getattr(args, "labels", None))
+        meta = {"command": f"ros-amf train {task_name} " + " ".join(argv), "data": data, "split": args.split}
         result = fit(task, cfg, args.out, resume=args.resume, init=args.init, device=args.device,
                      progress=not args.no_progress, meta=meta, export_to=args.export)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:  # ConfigError, WeightFileError: ValueErrors

@@ -25,8 +25,9 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -71,12 +72,17 @@ def save_checkpoint(path: str | Path, *, task: str, model_config: dict[str, Any]
     return path
 
 
-def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, *, task: str | None = None,
+                    adapt: Callable[[Any, Path], dict[str, Any] | None] | None = None) -> dict[str, Any]:
+    """``adapt(loaded, path)`` may turn a foreign file (a published checkpoint) into a payload, or return None."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist; pass the path of a .pt file (see models/).")
     try:
+        _check_archive(path)
         payload = safe_torch_load(path)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as exc:   # weights_only refused a global: the file wants to run code
         named = re.search(r"GLOBAL ([\w.]+)", str(exc))
         unsafe = named.group(1) if named else _first_line(exc)
@@ -84,8 +90,10 @@ def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict[str, A
                               "file never needs, and nothing of it was run; use a checkpoint from a source you trust, "
                               "saved as tensors and plain values.") from None
     except Exception as exc:  # torch raises many kinds for a corrupt file
-        raise CheckpointError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
-                              "it is corrupt or truncated, copy it again.") from None
+        raise CheckpointError(f"checkpoint '{path}' cannot be read: {_read_failure(exc, path)}; "
+                              "copy it again.") from None
+    if adapt is not None and (not isinstance(payload, dict) or payload.get("format") != FORMAT):
+        payload = adapt(payload, path) or payload
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint '{path}' is not a ros_amf checkpoint (format {FORMAT} expected); "
                               "train one with 'ros-amf train'.")
@@ -93,6 +101,29 @@ def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict[str, A
         raise CheckpointError(f"checkpoint '{path}' holds a {payload['task']} model but a {task} model was "
                               f"asked for; pass a {task} checkpoint.")
     return payload
+
+
+def _read_failure(exc: BaseException, path: Path) -> str:
+    """Why torch could not read a file, short: its own text for a cut-off zip runs to a paragraph."""
+    if isinstance(exc, EOFError) or "central directory" in str(exc):
+        return (f"it ends early ({path.stat().st_size} bytes, without the archive directory a complete "
+                "checkpoint ends with), so it is truncated")
+    return f"it is corrupt ({type(exc).__name__}: {_first_line(exc)})"
+
+
+def _check_archive(path: Path) -> None:
+    """torch does not check the CRC32 its zip format stores per record: a flipped byte in the weights would
+    load silently, so check them (about 1 s per GB) and name the damaged record."""
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy (pre-1.6) format carries no checksums
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise RuntimeError(str(exc)) from None
+    if damaged is not None:
+        raise CheckpointError(f"checkpoint '{path}' is corrupt: its record '{damaged}' fails its checksum, so the "
+                              "weights are damaged; copy it again.")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Class tables for Cityscapes, CamVid and the synthetic street data.
+"""Class tables for Cityscapes, CamVid, COCO and the synthetic street data.
 
 The Cityscapes ids, train ids, colours and instance flags come from cityscapesScripts'
 own ``labels`` table (imported, not retyped). CamVid's 32 colour classes and the usual
@@ -154,6 +154,24 @@ CITYSCAPES_SMALL_CLASSES: tuple[str, ...] = (
 CAMVID_SMALL_TRAIN_IDS: tuple[int, ...] = tuple(CAMVID_CLASS_NAMES.index(n) for n in CAMVID_SMALL_CLASSES)
 CITYSCAPES_SMALL_TRAIN_IDS: tuple[int, ...] = tuple(
     CITYSCAPES_TRAIN_NAMES.index(n) for n in CITYSCAPES_SMALL_CLASSES)
+
+# ------------------------------------------------------------------ COCO 2017 ----------
+# The 80 thing classes of COCO instances (as named in instances_val2017.json), in contiguous order: the
+# order detectron2 (and so every SparseInst checkpoint) numbers them, by increasing category id.
+COCO_THING_NAMES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush")
+# their category ids in the COCO files (1..90 with 10 ids unused)
+COCO_THING_CATEGORY_IDS: tuple[int, ...] = tuple(
+    i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))
+assert len(COCO_THING_NAMES) == len(COCO_THING_CATEGORY_IDS) == 80
 
 # COCO size buckets on mask area in pixels (small < 32^2 <= medium < 96^2 <= large)
 COCO_SMALL_MAX_AREA = 32 ** 2

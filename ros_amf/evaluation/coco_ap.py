@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from ros_amf.contract.coco_json import read_coco_instances
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -114,5 +117,7 @@ def mask_confusion(ground_truth: COCO, detections: list[dict[str, Any]], image_i
 
 
 def load_ground_truth(annotation_json: str) -> COCO:
+    # checked first: a malformed file is one sentence naming it, not a pycocotools traceback
+    read_coco_instances(Path(annotation_json), "is missing; pass an existing COCO instances file.")
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(annotation_json)

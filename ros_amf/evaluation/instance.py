@@ -14,12 +14,12 @@ from typing import Any
 import cv2
 import torch
 
-from ros_amf.contract.checkpoint import load_checkpoint, load_state_into
+from ros_amf.contract.checkpoint import load_state_into
 from ros_amf.contract.config import from_dict
 from ros_amf.evaluation.coco_ap import coco_mask_breakdown, load_ground_truth, mask_confusion, results_to_coco
 from ros_amf.modeling.sparseinst.model import InstanceModelConfig, build_instance_model
 from ros_amf.modeling.sparseinst.postprocess import postprocess_instances
-from ros_amf.runtime.loading import pixels_of
+from ros_amf.runtime.loading import pixels_of, read_checkpoint
 from ros_amf.runtime.preprocess import InputSize, preprocess_numpy
 
 
@@ -79,7 +79,7 @@ def evaluate_model(model: torch.nn.Module, class_names: list[str], annotation_js
 
 def load_instance_model(checkpoint: str | Path) -> tuple[torch.nn.Module, InstanceModelConfig, list[str]]:
     """Model in eval mode, its config and class names, from a training or shipped checkpoint."""
-    payload = load_checkpoint(checkpoint, task="instance")
+    payload = read_checkpoint(checkpoint, "instance")    # ours, or a published SparseInst .pth
     cfg = from_dict(InstanceModelConfig, payload["model_config"], where=f"{checkpoint}:model_config")
     model = build_instance_model(cfg)
     load_state_into(model, payload, checkpoint)

@@ -16,6 +16,7 @@ from ros_amf.contract.checkpoint import CheckpointError, load_checkpoint, load_s
 from ros_amf.contract.config import ConfigError, from_dict
 from ros_amf.data.datasets.camvid import CamVidDataset
 from ros_amf.data.datasets.cityscapes import CityscapesDataset
+from ros_amf.data.datasets.label_folder import LabelFolderDataset
 from ros_amf.contract.labels import CAMVID_SMALL_TRAIN_IDS, CITYSCAPES_SMALL_TRAIN_IDS
 from ros_amf.evaluation.miou import ConfusionMatrix, summarize
 from ros_amf.modeling.semantic.model import SemanticModelConfig, build_semantic_model
@@ -33,6 +34,17 @@ def open_semantic_dataset(kind: str, root: str | Path, split: str):
     if kind == "cityscapes":
         return CityscapesDataset(root, split, instances=False)
     return CamVidDataset(root, split)
+
+
+def open_semantic_folder(images: str | Path, labels: str | Path, classes: str | Path) -> LabelFolderDataset:
+    """Any image folder + label-PNG folder + class table (data.datasets.label_folder)."""
+    return LabelFolderDataset(images, labels, classes)
+
+
+def small_ids_of(dataset, kind: str | None = None) -> tuple[int, ...]:
+    """The small-object classes: the folder data set's own table, else the paper's set of ``kind``."""
+    own = getattr(dataset, "small_ids", None)
+    return tuple(own) if own is not None else tuple(SMALL_CLASS_IDS.get(kind or "", ()))
 
 
 def load_semantic_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
@@ -59,9 +71,10 @@ def predict(model: torch.nn.Module, image, size: InputSize, device: str | torch.
 
 
 def evaluate(model: torch.nn.Module, dataset, size: InputSize, small_ids, limit: int = 0, progress=None,
-             device: str | torch.device = "cpu") -> dict:
+             device: str | torch.device = "cpu", class_names: list[str] | None = None) -> dict:
     """mIoU summary of ``model`` over the first ``limit`` images of ``dataset`` (0 = all);
-    ``progress(done, total)`` is called after each image."""
+    ``progress(done, total)`` is called after each image. The table names the classes ``class_names``
+    (the checkpoint's own), else as the data set does."""
     matrix = ConfusionMatrix(len(dataset.class_names))
     count = len(dataset) if not limit else min(limit, len(dataset))
     started = time.perf_counter()
@@ -70,7 +83,7 @@ def evaluate(model: torch.nn.Module, dataset, size: InputSize, small_ids, limit:
         matrix.update(predict(model, sample["image"], size, device).numpy(), sample["label"])
         if progress:
             progress(index + 1, count)
-    summary = summarize(matrix.matrix, list(dataset.class_names), small_ids)
+    summary = summarize(matrix.matrix, list(class_names or dataset.class_names), small_ids)
     summary["images"] = count
     summary["seconds_per_image"] = (time.perf_counter() - started) / max(1, count)
     return summary

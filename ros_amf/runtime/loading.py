@@ -97,6 +97,20 @@ def _small_object_ids(class_names: list[str]) -> list[int]:
     return [i for i, name in enumerate(class_names) if name in small]
 
 
+def adapt_published(loaded: Any, path: Path) -> dict[str, Any] | None:
+    """A published SparseInst ``.pth`` (hustvl/SparseInst) as a checkpoint payload; None for other files."""
+    from ros_amf.modeling.sparseinst import official_weights
+    try:
+        return official_weights.official_payload(loaded, str(path))
+    except official_weights.OfficialWeightsError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def read_checkpoint(path: str | Path, task: str) -> dict[str, Any]:
+    """Our checkpoint, or for the instance task also a published SparseInst ``.pth`` (converted in memory)."""
+    return load_checkpoint(path, task=task, adapt=adapt_published if task == "instance" else None)
+
+
 def load_model(task: str, config_path: str | Path | None, checkpoint_path: str | Path | None,
                device: str | torch.device = "cpu") -> LoadedModel:
     """Build the model of ``task`` and load its weights; raise CheckpointError on any mismatch."""
@@ -107,7 +121,7 @@ def load_model(task: str, config_path: str | Path | None, checkpoint_path: str |
                               f"and/or {task}.checkpoint (a models/*.pt file).")
     check_device(device)
     cls, build = _config_class(task)
-    payload = load_checkpoint(checkpoint_path, task=task) if checkpoint_path else None
+    payload = read_checkpoint(checkpoint_path, task) if checkpoint_path else None
     if config_path:
         cfg = read_model_config(task, config_path)
         if payload is not None:

@@ -36,6 +36,13 @@ def open_dataset(fmt: str, root: str | Path, split: str):
     raise ValueError(f"data format '{fmt}' is unknown; use one of {', '.join(FORMATS)}.")
 
 
+def open_coco_files(annotations: str | Path, images: str | Path):
+    """Any COCO instances JSON and its image folder (file_name may hold sub-folders)."""
+    from ros_amf.data.datasets.coco import CocoInstances
+    dataset = CocoInstances(images, annotations)
+    return dataset, list(dataset.class_names)
+
+
 def coco_validation_files(root: str | Path, split: str) -> tuple[Path, Path]:
     """(annotation file, image folder) of a COCO-layout split; checked now, not after training."""
     annotations = Path(root) / "annotations" / f"instances_{split}.json"

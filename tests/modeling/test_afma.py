@@ -2,15 +2,16 @@
 import pytest
 import torch
 
-from ros_amf.modeling.semantic.afma import AcrossFeatureMapAttention, patchify, unpatchify
-from ros_amf.modeling.semantic.loss import afma_mse
+from ros_amf.modeling.semantic.afma import AcrossFeatureMapAttention, patchify, unpatchify, work_budget
+from ros_amf.modeling.semantic.loss import afma_mse, gold_factors
 from tests.afma_reference import naive_afma_mse, naive_forward
 
 
-def _random_case(height, width, classes, depth, patch, feature_channels=6, batch=2, embed_rows=160, seed=0):
+def _random_case(height, width, classes, depth, patch, feature_channels=6, batch=2, embed_rows=160, seed=0,
+                 block_elements=None):
     torch.manual_seed(seed)
     afma = AcrossFeatureMapAttention(feature_channels, classes, depth=depth, patch_size=patch,
-                                     embed_rows=embed_rows).double()
+                                     embed_rows=embed_rows, block_elements=block_elements).double()
     # bias the last MLP layer negative so the final ReLU zeroes many patch entries: A then has
     # exact zeros and the nonzero count varies from row to row, which the test must exercise
     torch.nn.init.normal_(afma.patch_mlp.layers[1].weight, mean=-0.15, std=0.3)
@@ -32,8 +33,12 @@ def _relative_error(ours, reference):
     (96, 64, 7, 2, 10, 20),     # needs padding to 120x80
     (32, 64, 4, 5, 1, 3),       # p = 1, d = 5, strip height not a multiple of the patch
 ])
-def test_matches_naive_reference_in_float64(height, width, classes, depth, patch, embed_rows):
-    afma, image, features, logits = _random_case(height, width, classes, depth, patch, embed_rows=embed_rows)
+@pytest.mark.parametrize("block_elements", [None, 7], ids=["one_block", "blocked"])
+def test_matches_naive_reference_in_float64(height, width, classes, depth, patch, embed_rows, block_elements):
+    # one_block: the accelerator path at these sizes (whole frame, all classes at once); blocked: a
+    # 7-element budget forces image strips, row blocks of the count and one class at a time (the CPU path)
+    afma, image, features, logits = _random_case(height, width, classes, depth, patch, embed_rows=embed_rows,
+                                                 block_elements=block_elements)
     ours, factors = afma(image, features, logits)
     reference, attention = naive_forward(afma, image, features, logits)
     assert ours.shape == logits.shape
@@ -71,6 +76,32 @@ def test_gradients_reach_every_afma_parameter_and_the_logits():
     assert logits.grad.abs().sum() > 0
     for name, parameter in afma.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_gold_factors_class_by_class_equal_all_classes_at_once():
+    labels = torch.randint(0, 4, (2, 40, 80))
+    labels[:, :10, :10] = 255
+    labels[0, 15, 15] = -1     # negative labels are ignored too
+    whole = gold_factors(labels, 4, 10, 2, (40, 80))
+    by_class = gold_factors(labels, 4, 10, 2, (40, 80), budget=1)
+    for a, b in zip(whole, by_class):
+        assert torch.equal(a, b)
+    assert whole[0][:, :, 0].sum() == 0      # the top-left patch is all ignore
+    assert whole[0][0, :, 9].sum() == 99     # patch (1, 1): 100 pixels, one of them -1
+
+
+def test_the_accelerator_path_is_one_batched_pass_and_equals_the_cpu_path():
+    # the block structure is chosen by device; the meta device takes the accelerator path
+    afma = AcrossFeatureMapAttention(32, 12, patch_size=10)
+    image, features = torch.randn(1, 3, 480, 640), [None, None, torch.randn(1, 32, 120, 160)]
+    logits = torch.randn(1, 12, 480, 640)
+    assert work_budget(torch.device("cpu")) < 64 * 480 * 640 <= work_budget(torch.device("meta"))
+    with torch.no_grad():
+        cpu_path, _ = afma(image, features, logits)
+        afma.block_elements = work_budget(torch.device("meta"))
+        one_pass, _ = afma(image, features, logits)
+    assert _relative_error(one_pass, cpu_path) <= 1e-6
+    assert not torch.equal(cpu_path, logits)
 
 
 def test_fold_inverts_patchify():

@@ -16,12 +16,12 @@ ENCODER_TYPES = (ResNetEncoder, EfficientNetLiteEncoder)
 
 def build_backbone(kind: str, *, depth: int = 50, width: int = 64, deep_stem: bool = False, avg_down: bool = False,
                    dcn_stages: tuple[int, ...] = (), stride_in_1x1: bool = False, out_stride: int = 32,
-                   freeze_at: int = 0, frozen_bn: bool = False) -> nn.Module:
+                   freeze_at: int = 0, frozen_bn: bool = False, dcn_modulated: bool = True) -> nn.Module:
     """``depth``, ``width`` and the ResNet variants apply to ``resnet``; EfficientNet-Lite0 has one size."""
     if kind == "resnet":
         return ResNetEncoder(depth=depth, width=width, deep_stem=deep_stem, avg_down=avg_down,
                              dcn_stages=tuple(dcn_stages), out_stride=out_stride, stride_in_1x1=stride_in_1x1,
-                             freeze_at=freeze_at, frozen_bn=frozen_bn)
+                             freeze_at=freeze_at, frozen_bn=frozen_bn, dcn_modulated=dcn_modulated)
     if kind == "efficientnet_lite0":
         resnet_only = [name for name, on in (("deep_stem", deep_stem), ("avg_down", avg_down),
                                              ("dcn_stages", bool(dcn_stages)), ("stride_in_1x1", stride_in_1x1)) if on]

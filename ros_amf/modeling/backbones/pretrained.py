@@ -136,7 +136,7 @@ def _left_out(encoder: nn.Module, name: str) -> bool:
 
 def _kept_from_model(name: str, fmt: WeightFormat) -> bool:
     """Tensors no ImageNet file holds, which keep the model's own values."""
-    if name.endswith("num_batches_tracked") or ".offset_mask." in name:   # BN counter; DCN offsets start at zero
+    if name.endswith("num_batches_tracked") or ".offset_mask." in name or ".offset." in name:   # BN counter; DCN offsets start at zero
         return True
     # caffe folds BatchNorm into scale/shift; files without statistics get neutral ones
     return fmt is MSRA_RESNET and name.endswith(("running_mean", "running_var"))

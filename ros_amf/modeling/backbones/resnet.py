@@ -9,7 +9,8 @@ Contract shared by the instance and semantic models (SMP style)::
 ``width`` scales every stage (64 = the standard network; 32 = the slim CPU models).
 ``deep_stem`` + ``avg_down`` give ResNet-d (He et al., "Bag of Tricks", 2019): three 3x3 stem
 convs and an average-pool before the 1x1 projection shortcut. ``dcn_stages`` lists the stages
-(2..5, i.e. res2..res5) whose 3x3 convs are modulated deformable convs (DCNv2).
+(2..5, i.e. res2..res5) whose 3x3 convs are modulated deformable convs (DCNv2), or with
+``dcn_modulated=False`` plain ones (DCNv1, as SparseInst's published DCN checkpoints).
 ``out_stride`` 16 or 8 replaces the stride of the last stage(s) by dilation; the feature list
 still has 6 entries, the deeper ones then keep the capped stride.
 ``stride_in_1x1`` puts a bottleneck's stride in its first 1x1 conv (MSRA/caffe ResNets, e.g.
@@ -24,15 +25,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ros_amf.modeling.backbones.deform_conv import ModulatedDeformConv2d
+from ros_amf.modeling.backbones.deform_conv import DeformConv2d, ModulatedDeformConv2d
 from ros_amf.modeling.backbones.frozen import apply_freezing
 
 _LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
-def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1, deformable: bool = False) -> nn.Module:
+def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1, deformable: bool = False,
+             modulated: bool = True) -> nn.Module:
     if deformable:
-        return ModulatedDeformConv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation)
+        kind = ModulatedDeformConv2d if modulated else DeformConv2d
+        return kind(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation)
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
 
@@ -70,14 +73,14 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, cin: int, planes: int, stride: int = 1, dilation: int = 1, avg_down: bool = False,
-                 deformable: bool = False, stride_in_1x1: bool = False):
+                 deformable: bool = False, stride_in_1x1: bool = False, dcn_modulated: bool = True):
         super().__init__()
         cout = planes * self.expansion
         # ResNet-B (torchvision, timm) strides the 3x3; MSRA's caffe ResNets stride the first 1x1
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = nn.Conv2d(cin, planes, 1, stride=stride_1x1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = _conv3x3(planes, planes, stride_3x3, dilation, deformable)
+        self.conv2 = _conv3x3(planes, planes, stride_3x3, dilation, deformable, dcn_modulated)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
@@ -97,7 +100,7 @@ class ResNetEncoder(nn.Module):
 
     def __init__(self, depth: int = 50, width: int = 64, deep_stem: bool = False, avg_down: bool = False,
                  dcn_stages: tuple[int, ...] = (), out_stride: int = 32, in_channels: int = 3,
-                 stride_in_1x1: bool = False, freeze_at: int = 0, frozen_bn: bool = False):
+                 stride_in_1x1: bool = False, freeze_at: int = 0, frozen_bn: bool = False, dcn_modulated: bool = True):
         super().__init__()
         if depth not in _LAYERS:
             raise ValueError(f"ResNet depth {depth} is not supported; use one of {sorted(_LAYERS)}.")
@@ -111,7 +114,12 @@ class ResNetEncoder(nn.Module):
             raise ValueError(f"stride_in_1x1 applies to bottleneck ResNets (depth 50, 101); ResNet-{depth} has no "
                              "1x1 conv to put the stride in, so leave it false.")
         self.depth, self.stride_in_1x1 = depth, stride_in_1x1
+        if not dcn_modulated and block is BasicBlock and dcn_stages:
+            raise ValueError(f"dcn_modulated false (DCNv1) is written for bottleneck ResNets (depth 50, 101); "
+                             f"ResNet-{depth} keeps DCNv2, so leave dcn_modulated true.")
         block_options = {"stride_in_1x1": True} if stride_in_1x1 else {}
+        if not dcn_modulated and block is Bottleneck:
+            block_options["dcn_modulated"] = False
         if deep_stem:  # ResNet-C/D stem: three 3x3 convs instead of one 7x7
             half = width // 2
             self.stem = nn.Sequential(
@@ -145,7 +153,7 @@ class ResNetEncoder(nn.Module):
         self.out_channels: tuple[int, ...] = tuple(channels)
         for name, module in self.named_modules():
             # the DCN offset/mask convs stay zero-initialised (deformable conv starts as a plain conv)
-            if isinstance(module, nn.Conv2d) and not name.endswith("offset_mask"):
+            if isinstance(module, nn.Conv2d) and not name.endswith(("offset_mask", ".offset")):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         apply_freezing(self.levels(), freeze_at, frozen_bn, self)
 

@@ -11,7 +11,11 @@ name it does not know; ``*_unused(key)`` says which foreign tensors are delibera
 * MSRA caffe (detectron2 ``R-50.pkl``, names as in detectron2's ``convert_basic_c2_names``):
   ``conv1_w``, ``res_conv1_bn_{s,b}``, ``res<stage>_<block>_branch2{a,b,c}_{w,bn_s,bn_b}``,
   shortcut ``branch1``, classifier ``fc1000``; BatchNorm is a folded scale/shift (``_s``, ``_b``)
-  and, in some files, statistics ``_rm``/``_riv``.
+  and, in some files, statistics ``_rm``/``_riv``;
+* detectron2's ``build_resnet_backbone`` (SparseInst's R-50 / R-101 checkpoints): ``stem.conv1`` with its
+  BatchNorm as ``stem.conv1.norm``, ``res<stage>.<block>.conv1..3`` each with ``.norm``, projection shortcut
+  ``shortcut`` (+ ``shortcut.norm``), DCN offsets ``conv2_offset``. SparseInst's ResNet-vd is timm's layout
+  (above) with the same ``conv2_offset``; :func:`deform_offset_name` maps those for both.
 """
 from __future__ import annotations
 
@@ -110,3 +114,39 @@ def describe_file(names: list[str]) -> str:
 def describe_encoder(encoder: nn.Module) -> str:
     stem = "deep stem" if len(encoder.stem) > 3 else "7x7 stem"
     return f"ResNet-{encoder.depth} ({stem})"
+
+
+def detectron2_name(encoder: nn.Module, key: str) -> str | None:
+    """detectron2 ResNet names (without the model's ``backbone.`` prefix) -> ours."""
+    match = re.fullmatch(r"stem\.conv1\.(weight|norm\.\w+)", key)
+    if match:
+        tensor = match.group(1)
+        return "stem.0.weight" if tensor == "weight" else f"stem.1.{tensor.removeprefix('norm.')}"
+    match = re.fullmatch(r"res(\d)\.(\d+)\.conv([123])\.(weight|norm\.\w+)", key)
+    if match:
+        stage, block, index, tensor = match.groups()
+        if tensor == "weight":
+            return f"res{stage}.{block}.conv{index}.weight"
+        return f"res{stage}.{block}.bn{index}.{tensor.removeprefix('norm.')}"
+    match = re.fullmatch(r"res(\d)\.(\d+)\.shortcut\.(weight|norm\.\w+)", key)
+    if match:
+        stage, block, tensor = match.groups()
+        role = nn.Conv2d if tensor == "weight" else nn.BatchNorm2d
+        return _shortcut_name(encoder, int(stage), int(block), role, tensor.removeprefix("norm."))
+    return deform_offset_name(encoder, key)
+
+
+def deform_offset_name(encoder: nn.Module, key: str) -> str | None:
+    """``res<s>.<b>.conv2_offset.*`` (detectron2) or ``layer<i>.<b>.conv2_offset.*`` (timm-style) -> the offset
+    conv inside our deformable conv2: ``offset`` (DCNv1) or ``offset_mask`` (DCNv2, 27 channels)."""
+    match = re.fullmatch(r"(res|layer)(\d)\.(\d+)\.conv2_offset\.(weight|bias)", key)
+    if not match:
+        return None
+    prefix, stage, block, tensor = match.groups()
+    stage = int(stage) + (1 if prefix == "layer" else 0)
+    try:
+        conv2 = encoder.get_submodule(f"res{stage}.{block}.conv2")
+    except AttributeError:
+        conv2 = None
+    inner = "offset_mask" if hasattr(conv2, "offset_mask") else "offset"
+    return f"res{stage}.{block}.conv2.{inner}.{tensor}"

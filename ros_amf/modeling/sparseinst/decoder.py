@@ -5,6 +5,11 @@ activation maps; sigmoid, normalised over HW, used as weights to aggregate featu
 the G group features of each instance are concatenated (G*C) and mixed by Linear(G*C -> expand_dim)
 + ReLU; heads: class logits, mask kernel, objectness. Mask branch: 4 x (3x3 conv + ReLU), 1x1 to
 ``kernel_dim``; masks = kernel . mask features, upsampled x2 (1/4 of the input).
+
+Two variants of the official code: ``instance_fc=False`` with ``groups=1`` is SparseInst's plain IAM
+decoder (``BaseIAMDecoder``: the heads read the aggregated features directly, no Linear + ReLU);
+``iam_softmax=True`` is ``GroupIAMSoftDecoder`` (softmax over HW of the maps plus a learned bias instead of
+sigmoid and sum-normalisation).
 """
 from __future__ import annotations
 
@@ -30,16 +35,23 @@ def coordinate_features(x: torch.Tensor) -> torch.Tensor:
 
 class GroupInstanceBranch(nn.Module):
     def __init__(self, in_channels: int, channels: int, num_convs: int, num_masks: int, num_classes: int,
-                 groups: int, expand_dim: int, kernel_dim: int, norm: str = "none"):
+                 groups: int, expand_dim: int, kernel_dim: int, norm: str = "none", instance_fc: bool = True,
+                 iam_softmax: bool = False):
         super().__init__()
+        if not instance_fc and groups != 1:
+            raise ValueError(f"instance_fc false (SparseInst's plain IAM decoder) needs groups 1, not {groups}; "
+                             "set groups: 1 or instance_fc: true.")
         self.num_masks, self.groups = num_masks, groups
         self.convs = nn.Sequential(*[conv_norm_relu(in_channels if i == 0 else channels, channels, 3, norm)
                                      for i in range(num_convs)])
         self.iam_conv = nn.Conv2d(channels, num_masks * groups, 3, padding=1, groups=groups)
-        self.fc = nn.Linear(channels * groups, expand_dim)
-        self.cls_score = nn.Linear(expand_dim, num_classes)
-        self.mask_kernel = nn.Linear(expand_dim, kernel_dim)
-        self.objectness = nn.Linear(expand_dim, 1)
+        self.fc = nn.Linear(channels * groups, expand_dim) if instance_fc else None
+        head_dim = expand_dim if instance_fc else channels
+        # GroupIAMSoftDecoder's bias added to the maps before the softmax over HW
+        self.softmax_bias = nn.Parameter(torch.ones(1)) if iam_softmax else None
+        self.cls_score = nn.Linear(head_dim, num_classes)
+        self.mask_kernel = nn.Linear(head_dim, kernel_dim)
+        self.objectness = nn.Linear(head_dim, 1)
         msra_init(self.convs)
         nn.init.normal_(self.iam_conv.weight, std=0.01)
         nn.init.constant_(self.iam_conv.bias, PRIOR_BIAS)
@@ -47,18 +59,24 @@ class GroupInstanceBranch(nn.Module):
         nn.init.constant_(self.cls_score.bias, PRIOR_BIAS)
         nn.init.normal_(self.mask_kernel.weight, std=0.01)
         nn.init.zeros_(self.mask_kernel.bias)
-        nn.init.kaiming_uniform_(self.fc.weight, a=1)  # c2_xavier_fill
-        nn.init.zeros_(self.fc.bias)
+        if self.fc is not None:
+            nn.init.kaiming_uniform_(self.fc.weight, a=1)  # c2_xavier_fill
+            nn.init.zeros_(self.fc.bias)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.convs(features)
         batch, channels = features.shape[:2]
         iam = self.iam_conv(features)
-        weights = torch.sigmoid(iam).flatten(2)  # [B, G*N, HW]
-        weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-6)
+        if self.softmax_bias is not None:
+            weights = torch.softmax(iam.flatten(2) + self.softmax_bias, dim=-1)
+        else:
+            weights = torch.sigmoid(iam).flatten(2)  # [B, G*N, HW]
+            weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-6)
         inst = torch.bmm(weights, features.flatten(2).transpose(1, 2))  # [B, G*N, C]
         inst = inst.reshape(batch, self.groups, self.num_masks, channels).transpose(1, 2)
-        inst = F.relu(self.fc(inst.reshape(batch, self.num_masks, self.groups * channels)))
+        inst = inst.reshape(batch, self.num_masks, self.groups * channels)
+        if self.fc is not None:
+            inst = F.relu(self.fc(inst))
         return {"pred_logits": self.cls_score(inst), "pred_kernel": self.mask_kernel(inst),
                 "pred_scores": self.objectness(inst), "pred_iam": iam}
 
@@ -78,11 +96,11 @@ class MaskBranch(nn.Module):
 class GroupIAMDecoder(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, channels: int = 256, num_convs: int = 4,
                  num_masks: int = 100, groups: int = 4, expand_dim: int = 1024, kernel_dim: int = 128,
-                 scale_factor: float = 2.0, norm: str = "none"):
+                 scale_factor: float = 2.0, norm: str = "none", instance_fc: bool = True, iam_softmax: bool = False):
         super().__init__()
         self.scale_factor = scale_factor
         self.inst_branch = GroupInstanceBranch(in_channels + 2, channels, num_convs, num_masks, num_classes, groups,
-                                               expand_dim, kernel_dim, norm)
+                                               expand_dim, kernel_dim, norm, instance_fc, iam_softmax)
         self.mask_branch = MaskBranch(in_channels + 2, channels, num_convs, kernel_dim, norm)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ class InstanceModelConfig:
     deep_stem: bool = False
     avg_down: bool = False
     dcn_stages: tuple[int, ...] = ()
+    dcn_modulated: bool = True         # DCNv2; false = DCNv1 (offsets only), SparseInst's published DCN models
     stride_in_1x1: bool = False        # bottleneck stride in the first 1x1 conv (MSRA R-50.pkl weights)
     # 'efficientnet_lite0' replaces the ResNet (the keys above then do not apply)
     backbone: Literal["resnet", "efficientnet_lite0"] = "resnet"
@@ -60,6 +61,8 @@ class InstanceModelConfig:
     groups: int = 4
     expand_dim: int = 1024
     kernel_dim: int = 128
+    instance_fc: bool = True           # G-IAM's Linear + ReLU on the group features; false (with groups 1) = plain IAM
+    iam_softmax: bool = False          # softmax IAM (SparseInst's G-IAM Softmax model) instead of sigmoid + normalise
     # 'none' = official SparseInst heads; 'gn' adds GroupNorm to encoder/decoder convs (slim from-scratch models)
     head_norm: Literal["none", "gn"] = "none"
     # inference input (short side, long-side cap); the runtime, evaluator and trainer's validation read it.
@@ -85,7 +88,7 @@ class SparseInst(nn.Module):
         self.backbone = build_backbone(cfg.backbone, depth=cfg.backbone_depth, width=cfg.backbone_width,
                                        deep_stem=cfg.deep_stem, avg_down=cfg.avg_down, dcn_stages=cfg.dcn_stages,
                                        stride_in_1x1=cfg.stride_in_1x1, freeze_at=cfg.backbone_freeze_at,
-                                       frozen_bn=cfg.backbone_frozen_bn)
+                                       frozen_bn=cfg.backbone_frozen_bn, dcn_modulated=cfg.dcn_modulated)
         c3, c4, c5 = self.backbone.out_channels[3:]
         self.encoder = InstanceContextEncoder(
             (c3, c4, c5), cfg.encoder_channels, context=cfg.context, lite_bifpn=cfg.lite_bifpn, fem=cfg.fem,
@@ -93,7 +96,8 @@ class SparseInst(nn.Module):
             simam_lambda=cfg.simam_lambda, aspp_depthwise=cfg.aspp_depthwise, aspp_simam=cfg.aspp_simam,
             fem_weights=tuple(cfg.fem_weights), fem_connection=cfg.fem_connection, fem_source=cfg.fem_source, norm=cfg.head_norm)
         self.decoder = GroupIAMDecoder(cfg.encoder_channels, cfg.num_classes, cfg.decoder_channels, cfg.decoder_convs,
-                                       cfg.num_masks, cfg.groups, cfg.expand_dim, cfg.kernel_dim, norm=cfg.head_norm)
+                                       cfg.num_masks, cfg.groups, cfg.expand_dim, cfg.kernel_dim, norm=cfg.head_norm,
+                                       instance_fc=cfg.instance_fc, iam_softmax=cfg.iam_softmax)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         height, width = images.shape[-2:]
