@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ros_amf.modeling.semantic.afma import AfmaFactors, patchify, pad_to, pooled_class_maps
+from ros_amf.modeling.semantic.afma import AfmaFactors, one_hot_maps, pad_to, patchify, work_budget
 
 IGNORE_INDEX = 255
 SEGMENTATION_WEIGHT = 5.0  # the paper's weight of the segmentation term (Eq. 24)
@@ -50,12 +50,21 @@ def median_frequency_weights(pixels: np.ndarray, image_pixels: np.ndarray) -> np
 
 
 def gold_factors(labels: torch.Tensor, num_classes: int, patch_size: int, depth: int,
-                 padded_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """U (one-hot patches) and V (2^d-pooled one-hot patches): gold A = U Vᵀ / p² (Eq. 19-21)."""
+                 padded_hw: tuple[int, int], budget: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """U (one-hot patches) and V (2^d-pooled one-hot patches): gold A = U Vᵀ / p² (Eq. 19-21).
+
+    The padded one-hot of all classes is built at once when it fits the device's work budget (a
+    handful of ops, all classes in one kernel each), else one class at a time. ``budget`` overrides
+    ``work_budget(device)``."""
     padded_h, padded_w = padded_hw
     dtype = torch.get_default_dtype()
-    onehot = torch.stack([pad_to((labels == k).to(dtype), padded_h, padded_w) for k in range(num_classes)], dim=1)
-    pooled = pooled_class_maps(labels, num_classes, depth, padded_h, padded_w)
+    batch = labels.shape[0]
+    budget = work_budget(labels.device) if budget is None else budget
+    chunk = num_classes if batch * num_classes * padded_h * padded_w <= budget else 1
+    pieces = [pad_to(one_hot_maps(labels, first, min(first + chunk, num_classes), dtype), padded_h, padded_w)
+              for first in range(0, num_classes, chunk)]
+    onehot = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+    pooled = F.avg_pool2d(onehot, 2 ** depth) if depth > 0 else onehot
     return patchify(onehot, patch_size), patchify(pooled, patch_size)
 
 
