@@ -15,10 +15,12 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
 MSG_SOURCES := msg/CMakeLists.txt msg/package.xml $(wildcard msg/msg/*.msg) tools/build_msgs.sh
+VISION_MSGS_SOURCES := msg/vision_msgs/CMakeLists.txt msg/vision_msgs/package.xml \
+                       $(wildcard msg/vision_msgs/msg/*.msg) tools/build_msgs.sh
 
 .PHONY: setup demo test bench clean distclean
 
-setup: $(STAMPS)/project $(STAMPS)/msgs
+setup: $(STAMPS)/project $(STAMPS)/msgs $(STAMPS)/vision_msgs
 
 $(STAMPS)/venv:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] in ((3, 11), (3, 12)) else 1)' || \
@@ -39,6 +41,18 @@ $(STAMPS)/msgs: $(MSG_SOURCES) $(STAMPS)/deps
 	@echo "Building the interface package ros_amf_msgs (msg/) into $(VENV)"
 	@tools/build_msgs.sh $(VENV) build/msgs
 	@$(PY) tools/check_env.py --msgs
+	@touch $@
+
+# vision_msgs is not on PyPI: a vision_msgs importable from outside the venv (a sourced ROS install) is
+# used as it is; otherwise the vendored definitions (msg/vision_msgs, upstream type hashes) are compiled in.
+$(STAMPS)/vision_msgs: $(VISION_MSGS_SOURCES) $(STAMPS)/deps
+	@if $(PY) tools/check_env.py --vision-msgs-elsewhere; then \
+	  echo "Using the installed vision_msgs"; \
+	else \
+	  echo "Building the interface package vision_msgs (msg/vision_msgs) into $(VENV)"; \
+	  tools/build_msgs.sh $(VENV) build/vision_msgs msg/vision_msgs; \
+	fi
+	@$(PY) tools/check_env.py --vision-msgs
 	@touch $@
 
 $(STAMPS)/project: setup.py setup.cfg package.xml $(STAMPS)/deps

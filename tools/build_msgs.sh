@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Build the ros_amf_msgs interface package (msg/) with cmake and install it into the venv.
-# Usage: tools/build_msgs.sh VENV_DIR BUILD_DIR
+# Build an interface package with cmake and install it into the venv: msg/ (ros_amf_msgs) by default,
+# or the vendored msg/vision_msgs.
+# Usage: tools/build_msgs.sh VENV_DIR BUILD_DIR [SOURCE_DIR]
 set -euo pipefail
 venv=$(cd "$1" && pwd)
 build=$2
+source_dir=${3:-msg}
 mkdir -p "$build"
 py="$venv/bin/python"
 
@@ -19,10 +21,10 @@ np_inc=$("$py" -c "import numpy; print(numpy.get_include())")
 done
 
 export AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv" PATH="$venv/bin:$PATH"
-cmake -S msg -B "$build" -DCMAKE_INSTALL_PREFIX="$venv" -DPython3_EXECUTABLE="$py" \
+cmake -S "$source_dir" -B "$build" -DCMAKE_INSTALL_PREFIX="$venv" -DPython3_EXECUTABLE="$py" \
   -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -Wno-dev > "$build.configure.log" 2>&1 \
-  || { tail -30 "$build.configure.log"; echo "error: configuring msg/ failed; full log: $build.configure.log" >&2; exit 1; }
+  || { tail -30 "$build.configure.log"; echo "error: configuring $source_dir failed; full log: $build.configure.log" >&2; exit 1; }
 cmake --build "$build" -j 2 > "$build.build.log" 2>&1 \
-  || { tail -30 "$build.build.log"; echo "error: compiling msg/ failed; full log: $build.build.log" >&2; exit 1; }
+  || { tail -30 "$build.build.log"; echo "error: compiling $source_dir failed; full log: $build.build.log" >&2; exit 1; }
 cmake --install "$build" > "$build.install.log" 2>&1 \
-  || { tail -30 "$build.install.log"; echo "error: installing msg/ into $venv failed; full log: $build.install.log" >&2; exit 1; }
+  || { tail -30 "$build.install.log"; echo "error: installing $source_dir into $venv failed; full log: $build.install.log" >&2; exit 1; }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -27,6 +27,32 @@ ENCODINGS: dict[str, tuple[int, tuple[int, int, int]]] = {
     "bgra8": (4, (2, 1, 0)),
     "mono8": (1, (0, 0, 0)),
 }
+
+
+class PackedEncoding(NamedTuple):
+    """Layout of an encoding that is converted to one of ENCODINGS before the network (ros/image_decoding)."""
+    bytes_per_pixel: int     # bytes of one pixel in a row of the buffer
+    chroma_plane: bool       # a half-height interleaved UV plane follows the Y rows (nv12/nv21)
+    even_width: bool         # pixels come in pairs along a row (2x2 bayer cells, 4:2:2 and 4:2:0 chroma)
+    even_height: bool        # rows come in pairs (2x2 bayer cells, 4:2:0 chroma)
+    decoded: str             # the ENCODINGS entry it becomes
+
+
+_BAYER = PackedEncoding(1, False, True, True, "rgb8")
+_YUV422 = PackedEncoding(2, False, True, False, "rgb8")
+_NV = PackedEncoding(1, True, True, True, "rgb8")
+
+# ROS names (sensor_msgs/image_encodings.hpp), lower-cased like every incoming encoding
+PACKED_ENCODINGS: dict[str, PackedEncoding] = {
+    "bayer_rggb8": _BAYER, "bayer_bggr8": _BAYER, "bayer_gbrg8": _BAYER, "bayer_grbg8": _BAYER,
+    "uyvy": _YUV422, "yuv422": _YUV422,            # U Y0 V Y1 ("yuv422" is the deprecated name of uyvy)
+    "yuyv": _YUV422, "yuv422_yuy2": _YUV422,       # Y0 U Y1 V
+    "nv12": _NV, "nv21": _NV,
+    "mono16": PackedEncoding(2, False, False, False, "mono8"),
+}
+
+# depth images look like mono16 / float images but carry distances, not brightness: never segment them
+DEPTH_ENCODINGS = frozenset({"16uc1", "32fc1"})
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,28 @@ def label_info_message(header: Header, model_name: str, task: str, class_names: 
     msg.small_object_class_ids = [int(i) for i in small_object_ids]
     msg.ignore_label = ignore_label
     return msg
+
+
+def detections_message(instances: InstanceOutput, header: Header):
+    """vision_msgs/Detection2DArray: one Detection2D per instance, the class id (as a string) as the hypothesis
+    id, the score, and the box in pixel-centre coordinates (pixel (u, v) sits at x=u, y=v, so the box of pixels
+    x0..x1 has its centre at (x0+x1)/2 and size x1-x0+1). ``id`` stays empty: the node does not track."""
+    from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesis,
+                                 ObjectHypothesisWithPose, Point2D, Pose2D)
+    msg = Detection2DArray(header=header)
+    boxes = instances.boxes.tolist()
+    out = []
+    for (x0, y0, x1, y1), cls, score in zip(boxes, instances.classes.tolist(), instances.scores.tolist()):
+        hypothesis = ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=str(int(cls)), score=float(score)))
+        box = BoundingBox2D(center=Pose2D(position=Point2D(x=(x0 + x1) / 2.0, y=(y0 + y1) / 2.0)),
+                            size_x=float(x1 - x0 + 1), size_y=float(y1 - y0 + 1))
+        out.append(Detection2D(header=header, results=[hypothesis], bbox=box))
+    msg.detections = out
+    return msg
+
+
+def vision_label_info_message(header: Header, class_names: list[str], threshold: float = 0.0):
+    """vision_msgs/LabelInfo: class id -> name, and the confidence threshold the results were cut at."""
+    from vision_msgs.msg import LabelInfo as VisionLabelInfo, VisionClass
+    return VisionLabelInfo(header=header, threshold=float(threshold),
+                           class_map=[VisionClass(class_id=k, class_name=name) for k, name in enumerate(class_names)])

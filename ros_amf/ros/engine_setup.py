@@ -48,7 +48,7 @@ def build_engine(p: dict, tasks: tuple[str, ...], injected: dict[str, LoadedMode
                      score_threshold=float(p.get("score_threshold", 0.3)),
                      mask_threshold=float(p.get("mask_threshold", 0.45)),
                      max_instances=int(p.get("max_instances", 100)), class_filter=class_filter,
-                     inference_workers=int(p["inference_workers"])),
+                     inference_workers=int(p["inference_workers"]), backend=str(p.get("backend", "auto"))),
         instance=models.get("instance"), semantic=models.get("semantic"), stats=stats,
         on_result=on_result, on_error=on_error)
     if p["torch_threads"] > 0:   # after the engine, which sets its per-worker share: the user's choice wins

@@ -12,6 +12,7 @@ counted by cause and shows up on ``stats`` and /diagnostics; the node keeps runn
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -22,19 +23,21 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ros_amf_msgs.msg import InstanceSegmentation, LabelInfo, PipelineStats as PipelineStatsMsg
+from vision_msgs.msg import Detection2DArray, LabelInfo as VisionLabelInfo
 
 from ros_amf.ros import topics
 from ros_amf.ros.camera_info import CameraInfoCache
-from ros_amf.ros.conversions import (BadImage, array_to_image, image_to_array, instance_ids_image,
-                                     instances_message, label_info_message)
+from ros_amf.ros.conversions import (BadImage, array_to_image, detections_message, instance_ids_image,
+                                     instances_message, label_info_message, vision_label_info_message)
+from ros_amf.ros.image_decoding import compressed_to_pixels, image_to_pixels
 from ros_amf.ros.diagnostics import NodeCounters, PipelineDiagnostics, stats_message
 from ros_amf.ros.live_params import apply_to_engine, static_refusal, value_problem
 from ros_amf.ros.engine_setup import build_engine
-from ros_amf.ros.params import specs_for
+from ros_amf.ros.params import is_compressed_transport, specs_for
 from ros_amf.ros.qos import LATCHED, OUTPUT_DEPTH, IncompatibleQoS, overridable, qos_from_name
 from ros_amf.runtime.loading import LoadedModel, class_colours
 from ros_amf.runtime.outputs import FrameResult, overlay, palette
@@ -70,8 +73,7 @@ class PerceptionNode(LifecycleNode):
         self._entities: list = []          # publishers, subscriptions, timers made by activate
         self._last_accepted = 0.0
         self._camera_infos = CameraInfoCache(self.counters)
-        self.pub_instances = self.pub_instance_ids = self.pub_labels = self.pub_camera_info = None
-        self.pub_overlay = self.pub_instance_info = self.pub_semantic_info = None
+        self._close_topics()   # sets every publisher attribute to None
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.params["autostart"]:
             self._autostart()
@@ -106,6 +108,8 @@ class PerceptionNode(LifecycleNode):
                 self.params[change.name] = [] if value is None and self.specs[change.name].default == [] else value
         if self.engine is not None:
             apply_to_engine(self.engine, self.params, names)
+        if self._active and any(change.name == "score_threshold" for change in changes):
+            self._publish_label_info()   # vision_msgs/LabelInfo carries the threshold
         return SetParametersResult(successful=True)
 
     # ----- lifecycle -----
@@ -187,15 +191,19 @@ class PerceptionNode(LifecycleNode):
 
     def _open_topics(self) -> None:
         p = self.params
+        compressed = is_compressed_transport(p)
         input_qos = qos_from_name(p["input_qos"], "parameter input_qos")
         output = lambda: qos_from_name(p["output_qos"], "parameter output_qos", OUTPUT_DEPTH)  # noqa: E731
         if "instance" in self.models:
             self.pub_instances = self._publisher(InstanceSegmentation, topics.INSTANCES, output())
             self.pub_instance_ids = self._publisher(Image, topics.INSTANCE_IDS, output())
             self.pub_instance_info = self._publisher(LabelInfo, topics.INSTANCE_LABEL_INFO, LATCHED)
+            self.pub_detections = self._publisher(Detection2DArray, topics.DETECTIONS, output())
+            self.pub_detections_info = self._publisher(VisionLabelInfo, topics.DETECTIONS_LABEL_INFO, LATCHED)
         if "semantic" in self.models:
             self.pub_labels = self._publisher(Image, topics.LABELS, output())
             self.pub_semantic_info = self._publisher(LabelInfo, topics.SEMANTIC_LABEL_INFO, LATCHED)
+            self.pub_labels_info = self._publisher(VisionLabelInfo, topics.LABELS_LABEL_INFO, LATCHED)
         self.pub_overlay = self._publisher(Image, topics.OVERLAY, output())
         self.pub_stats = self._publisher(PipelineStatsMsg, topics.STATS, output())
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
@@ -205,12 +213,15 @@ class PerceptionNode(LifecycleNode):
         if p["camera_info_topic"]:
             self.pub_camera_info = self._publisher(CameraInfo, topics.CAMERA_INFO_OUT, output())
             self._subscription(CameraInfo, p["camera_info_topic"], self._camera_infos.add, input_qos)
-        self.input_topic = self.resolve_topic_name(p["input_topic"])
+        # like image_transport, compressed frames come on the (remapped) base name + /compressed
+        self.input_topic = self.resolve_topic_name(p["input_topic"]) + (topics.COMPRESSED_SUFFIX if compressed else "")
         self.diagnostics = PipelineDiagnostics()
         self._active = True
         if self.PIPELINED:
             self.engine.start()
-        self._subscription(Image, p["input_topic"], self._on_image, input_qos)
+        kind, topic = (CompressedImage, self.input_topic) if compressed else (Image, p["input_topic"])
+        decode = compressed_to_pixels if compressed else image_to_pixels
+        self._subscription(kind, topic, functools.partial(self._on_image, decode=decode), input_qos)
         self._entities.append(self.create_timer(float(p["diagnostics_period_s"]), self._report))
         self.get_logger().info(f"listening on {self.input_topic} ({p['input_qos']}), models "
                                f"{[m.name for m in self.models.values()]}, device {p['device']}, "
@@ -232,16 +243,19 @@ class PerceptionNode(LifecycleNode):
         self._entities.clear()
         self.pub_instances = self.pub_instance_ids = self.pub_labels = self.pub_camera_info = None
         self.pub_overlay = self.pub_instance_info = self.pub_semantic_info = None
+        self.pub_detections = self.pub_detections_info = self.pub_labels_info = None
 
     def _publish_label_info(self) -> None:
         header = self._header_now()
-        for task, pub in (("instance", getattr(self, "pub_instance_info", None)),
-                          ("semantic", getattr(self, "pub_semantic_info", None))):
-            if pub is None or task not in self.models:
+        for task, ours, vision in (("instance", self.pub_instance_info, self.pub_detections_info),
+                                   ("semantic", self.pub_semantic_info, self.pub_labels_info)):
+            if ours is None or task not in self.models:
                 continue
             model = self.models[task]
-            pub.publish(label_info_message(header, model.name, task, model.class_names, self.colours[task],
-                                           model.small_object_ids))
+            ours.publish(label_info_message(header, model.name, task, model.class_names, self.colours[task],
+                                            model.small_object_ids))
+            threshold = self.params["score_threshold"] if task == "instance" else 0.0   # labels: no cut
+            vision.publish(vision_label_info_message(header, model.class_names, threshold))
 
     def _header_now(self) -> Header:
         return Header(stamp=self.get_clock().now().to_msg(), frame_id="")
@@ -249,12 +263,14 @@ class PerceptionNode(LifecycleNode):
     # ----- input -----
     def _listening(self) -> bool:
         """Does any output have a subscriber? (lazy mode computes nothing otherwise)"""
-        outputs = [self.pub_instances, self.pub_instance_ids, self.pub_labels, self.pub_camera_info]
+        outputs = [self.pub_instances, self.pub_instance_ids, self.pub_labels, self.pub_camera_info,
+                   self.pub_detections]
         if self.params["publish_overlay"]:
             outputs.append(self.pub_overlay)
         return any(pub is not None and pub.get_subscription_count() > 0 for pub in outputs)
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage, decode=image_to_pixels) -> None:
+        """Admit a frame (lazy, rate cap), make it pixels (``decode``: zero-copy or one conversion), submit it."""
         if not self._active:
             return
         self.counters.image_arrived()
@@ -268,7 +284,7 @@ class PerceptionNode(LifecycleNode):
             return
         self._last_accepted = now
         try:
-            image, encoding = image_to_array(msg, int(self.params["max_image_pixels"]))
+            image, encoding = decode(msg, int(self.params["max_image_pixels"]))
         except BadImage as exc:
             self.stats.frame_in()
             self.stats.reject(exc.reason)
@@ -295,6 +311,8 @@ class PerceptionNode(LifecycleNode):
             ids_msg = instance_ids_image(result.instances, header)
             self.pub_instances.publish(instances_message(result.instances, header, ids_msg))
             self.pub_instance_ids.publish(ids_msg)
+            if self.pub_detections.get_subscription_count() > 0:   # ~40 us per detection to build: only if heard
+                self.pub_detections.publish(detections_message(result.instances, header))
         if result.semantic is not None:
             self.pub_labels.publish(array_to_image(result.semantic.labels, "mono8", header))
         if result.image_rgb is not None and self._overlay_wanted():

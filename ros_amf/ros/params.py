@@ -26,8 +26,13 @@ _INST = frozenset({"instance"})
 _SEM = frozenset({"semantic"})
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("input_topic", topics.IMAGE, "sensor_msgs/Image topic to segment (rgb8, bgr8, rgba8, bgra8, mono8); "
-                                           "relative names resolve in the node's namespace (remap 'image' or set this)."),
+    ParamSpec("input_topic", topics.IMAGE, "sensor_msgs/Image topic to segment (rgb8, bgr8, rgba8, bgra8, mono8; "
+                                           "converted: bayer_rggb8/bggr8/gbrg8/grbg8, uyvy, yuyv, nv12, nv21, "
+                                           "mono16); relative names resolve in the node's namespace (remap 'image' "
+                                           "or set this)."),
+    ParamSpec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on input_topic; compressed: "
+                                        "sensor_msgs/CompressedImage (JPEG, PNG) on <input_topic>/compressed, as "
+                                        "image_transport's compressed plugin publishes it."),
     ParamSpec("camera_info_topic", topics.CAMERA_INFO,
               "sensor_msgs/CameraInfo topic (relative to the namespace); the info with each output's stamp is "
               "re-published on ~/camera_info with the output's header (a stamp miss is counted). Empty string = "
@@ -44,6 +49,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "Semantic checkpoint (.pt). Empty = random weights (plumbing tests only; a warning is logged).", _SEM),
     ParamSpec("device", "cpu", "Torch device: cpu, cuda or cuda:N."),
     ParamSpec("precision", "fp32", "fp32 or fp16 (fp16 is meant for CUDA)."),
+    ParamSpec("backend", "auto", "Who runs the model forward: torch, onnxruntime, openvino, or auto (the fastest "
+                                 "CPU backend that reproduces torch on a CPU in fp32, torch elsewhere). One that is "
+                                 "missing or fails falls back to torch with a warning."),
     ParamSpec("channels_last", False, "Run the models in channels-last memory format (faster on recent GPUs)."),
     ParamSpec("joint", False, "Run the instance and semantic heads on one shared backbone forward, at the "
                               "instance input size (needs identical backbone configs).", frozenset({"joint"})),
@@ -99,6 +107,14 @@ LIVE = frozenset(p.name for p in PARAMETERS if p.live)
 def specs_for(tasks: tuple[str, ...], joint_capable: bool) -> list[ParamSpec]:
     wanted = set(tasks) | ({"joint"} if joint_capable else set())
     return [p for p in PARAMETERS if p.tasks & wanted]
+
+
+def is_compressed_transport(values: dict[str, object]) -> bool:
+    """The image_transport parameter: False for raw, True for compressed, a one-sentence error otherwise."""
+    if values["image_transport"] not in ("raw", "compressed"):
+        raise ValueError(f"parameter image_transport is '{values['image_transport']}'; use raw (sensor_msgs/Image) "
+                         "or compressed (sensor_msgs/CompressedImage on <input_topic>/compressed).")
+    return values["image_transport"] == "compressed"
 
 
 def requested_input_size(values: dict[str, object], task: str, model_size: InputSize) -> InputSize | None:

@@ -8,6 +8,7 @@ private (it is this node's copy, ``camera_info`` next to the outputs is the came
 
 # inputs (defaults of the parameters input_topic / camera_info_topic)
 IMAGE = "image"
+COMPRESSED_SUFFIX = "/compressed"   # image_transport's compressed transport: <image>/compressed
 CAMERA_INFO = "camera_info"
 
 # outputs, beside the inputs in the node's namespace
@@ -17,12 +18,18 @@ LABELS = "labels"
 INSTANCE_LABEL_INFO = "instance_label_info"
 SEMANTIC_LABEL_INFO = "semantic_label_info"
 OVERLAY = "overlay"
+# the standard vision_msgs outputs: Detection2DArray beside `instances`, and a vision_msgs/LabelInfo
+# (latched) under each result topic it describes
+DETECTIONS = "detections"
+DETECTIONS_LABEL_INFO = "detections/label_info"
+LABELS_LABEL_INFO = "labels/label_info"
 STATS = "stats"
 CAMERA_INFO_OUT = "~/camera_info"   # the input CameraInfo, re-stamped to match each output
 DIAGNOSTICS = "/diagnostics"
 
 # the relative outputs, in the order tools list them
-OUTPUTS = (INSTANCES, INSTANCE_IDS, LABELS, INSTANCE_LABEL_INFO, SEMANTIC_LABEL_INFO, OVERLAY, STATS)
+OUTPUTS = (INSTANCES, INSTANCE_IDS, LABELS, INSTANCE_LABEL_INFO, SEMANTIC_LABEL_INFO, OVERLAY, STATS,
+           DETECTIONS, DETECTIONS_LABEL_INFO, LABELS_LABEL_INFO)
 
 # where the bundled tools (demo, replay, launch files) put the camera: a driver's usual names
 CAMERA_IMAGE = "/camera/image_raw"
