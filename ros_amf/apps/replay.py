@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", help="image topic in the bag (default /camera/image_raw or the only image topic)")
     p.add_argument("--input-topic", default="/camera/image_raw", help="topic to publish the frames on")
     p.add_argument("--limit", type=int, help="replay only the first N frames of the bag")
+    p.add_argument("--stop-on-error", action="store_true",
+                   help="stop at the first damaged message of the bag (default: replay every readable frame and "
+                        "report how many were skipped and why)")
     g = p.add_argument_group("replay mode")
     g.add_argument("--mode", choices=MODES, default="recorded",
                    help="recorded timeline x --rate-factor, a fixed --rate, or as fast as the graph accepts")
@@ -117,7 +120,13 @@ def _replay(args: argparse.Namespace) -> int:
         return 0
     from ros_amf.replay import session   # imports rclpy: only when a replay really runs
 
-    topic, frames = session.read_frames(bag_path, args.topic, args.limit)
+    damage = None
+    if args.stop_on_error:
+        topic, frames = session.read_frames(bag_path, args.topic, args.limit)
+    else:
+        topic, frames, damage = session.read_readable_frames(bag_path, args.topic, args.limit)
+        if not damage.clean:
+            print(f"ros-amf replay: {damage.summary(bag_path)}", file=sys.stderr)
     plan = ReplayPlan(mode=args.mode, rate_factor=args.rate_factor, rate_hz=args.rate,
                       max_in_flight=args.max_in_flight, loops=args.loop, warmup_frames=args.warmup)
     params = session.parse_params(args.param)
@@ -152,7 +161,7 @@ def _replay(args: argparse.Namespace) -> int:
     report, failed = session.run_session(
         bag_path, topic, frames, specs, options, ground_truth,
         parameters={k: v for k, v in vars(args).items() if k not in ("compare",)},
-        on_error=lambda message: print(f"ros-amf replay: {message}", file=sys.stderr))
+        on_error=lambda message: print(f"ros-amf replay: {message}", file=sys.stderr), damage=damage)
     print()
     print(format_report(report))
     if args.json:

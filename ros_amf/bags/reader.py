@@ -6,6 +6,11 @@ nodes accept (rgb8, bgr8, rgba8, bgra8, mono8) or ``sensor_msgs/CompressedImage`
 decoded with OpenCV). Every problem a user can cause is a specific ``BagError`` subclass whose
 message names the file and says what to do; a truncated or corrupt bag reports how many
 messages were read before the damage.
+
+With ``skip_damaged=True`` the reader degrades instead of stopping: a message that does not
+deserialise or holds an invalid image is skipped and counted, and a bag that will not open or breaks
+midway is read without its index (``ros_amf.bags.salvage``). ``reader.damage`` then says how many
+frames were played, how many were skipped and why, and how many the damage swallowed whole.
 """
 from __future__ import annotations
 
@@ -19,12 +24,17 @@ import yaml
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_typestore
 
+from ros_amf.bags.damage import DamageReport
+from ros_amf.bags.salvage import DamagedBag, RawMessage, SalvageError, metadata_counts, open_damaged
 from ros_amf.contract.pixels import ENCODINGS, to_rgb
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
+# sensor_msgs/Image and CompressedImage have not changed across ROS 2 releases: the newest stock
+# definitions decode a salvaged message whose bag's own definitions were not readable
+_STOCK_TYPES = get_typestore(Stores.LATEST)
 
 
 class BagError(Exception):
@@ -109,14 +119,20 @@ def _expected_message_count(path: Path) -> int | None:
 
 
 class BagReader:
-    """Context manager over one bag: ``with BagReader(path) as bag: for frame in bag.images(): ...``."""
+    """Context manager over one bag: ``with BagReader(path) as bag: for frame in bag.images(): ...``.
 
-    def __init__(self, path: str | Path):
+    ``skip_damaged``: skip and count damaged messages (see ``damage``) instead of raising CorruptBagError.
+    """
+
+    def __init__(self, path: str | Path, *, skip_damaged: bool = False):
         self.path = Path(path)
         if not self.path.exists():
             raise BagNotFoundError(f"bag '{self.path}' does not exist; pass a rosbag2 directory, an .mcap file "
                                    f"or a ROS 1 .bag file.")
+        self.skip_damaged = skip_damaged
         self._reader: AnyReader | None = None
+        self._salvage: DamagedBag | None = None   # the bag read without its index (skip_damaged only)
+        self.damage: DamageReport | None = None   # the account of the last images() call
 
     # -- opening -----------------------------------------------------------------------------
     def open(self) -> BagReader:
@@ -125,6 +141,9 @@ class BagReader:
         try:
             reader.open()
         except (AnyReaderError, sqlite3.DatabaseError) as err:
+            if self.skip_damaged:
+                self._salvage = self._open_damaged(err)
+                return self
             expected = _expected_message_count(self.path)
             of = f" of {expected}" if expected is not None else ""
             raise CorruptBagError(f"bag '{self.path}' is truncated or corrupt and cannot be opened ({err}); "
@@ -133,10 +152,20 @@ class BagReader:
         self._reader = reader
         return self
 
+    def _open_damaged(self, err: Exception) -> DamagedBag:
+        try:
+            return open_damaged(self.path)
+        except SalvageError as why:
+            raise CorruptBagError(f"bag '{self.path}' is truncated or corrupt and cannot be opened ({err}), and "
+                                  f"nothing of it can be salvaged: {why}. Re-record or repair it (e.g. 'ros2 bag "
+                                  f"reindex').", messages_read=0, messages_expected=_expected_message_count(self.path)
+                                  ) from err
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        self._salvage = None
 
     def __enter__(self) -> BagReader:
         return self.open()
@@ -152,6 +181,9 @@ class BagReader:
 
     # -- topics ------------------------------------------------------------------------------
     def topics(self) -> list[TopicInfo]:
+        if self._salvage is not None:  # counts: what metadata.yaml promised (0 when unknown)
+            return [TopicInfo(name, msgtype, self._salvage.expected_counts.get(name, 0))
+                    for name, msgtype in sorted(self._salvage.topics.items())]
         return [TopicInfo(name, info.msgtype or "", info.msgcount)
                 for name, info in sorted(self._open_reader.topics.items())]
 
@@ -188,8 +220,12 @@ class BagReader:
 
     # -- messages ----------------------------------------------------------------------------
     def images(self, topic: str | None = None, *, limit: int | None = None) -> Iterator[BagImage]:
-        """Frames of one image topic in recording order; raises CorruptBagError where the bag is damaged."""
+        """Frames of one image topic in recording order; raises CorruptBagError where the bag is damaged,
+        or (``skip_damaged``) skips and counts the damaged messages in ``self.damage``."""
         info = self.resolve_image_topic(topic)
+        if self.skip_damaged:
+            yield from self._readable_images(info, limit)
+            return
         reader = self._open_reader
         connections = [c for c in reader.connections if c.topic == info.name]
         read = 0
@@ -208,6 +244,76 @@ class BagReader:
                 raise self._corrupt(info, read, err) from err
             yield self._to_bag_image(message, connection.msgtype, read, log_time_ns, info)
             read += 1
+
+    def _readable_images(self, info: TopicInfo, limit: int | None) -> Iterator[BagImage]:
+        """Every frame that can be read; each damaged message is counted in ``self.damage`` by reason."""
+        promised = metadata_counts(self.path).get(info.name)
+        expected = promised if promised is not None else (info.message_count if self._salvage is None else None)
+        damage = self.damage = DamageReport(info.name, expected, salvaged=self._salvage is not None)
+        position = 0  # messages met on the topic, skipped ones included: BagImage.index
+        for raw in self._raw_messages(info, damage):
+            if limit is not None and damage.read >= limit:
+                damage.stopped_early = True
+                break
+            index, position = position, position + 1
+            if raw.data is None:
+                damage.skip(index, "unreadable", raw.problem)
+                continue
+            try:
+                message = self._deserialize(raw)
+            except Exception as err:  # noqa: BLE001 -- rosbags raises several types for malformed CDR
+                damage.skip(index, "undecodable", f"{type(err).__name__}: {str(err)[:120]}")
+                continue
+            try:
+                frame = self._to_bag_image(message, raw.msgtype, index, raw.log_time_ns, info)
+            except CorruptBagError as err:
+                damage.skip(index, "bad_image", str(err).split(";")[0])
+                continue
+            damage.read += 1
+            yield frame
+        if self._salvage is not None:
+            damage.damaged_regions += self._salvage.damaged_regions
+
+    def _raw_messages(self, info: TopicInfo, damage: DamageReport) -> Iterator[RawMessage]:
+        """The topic's stored messages through the bag's index; where that breaks, the rest read without it."""
+        if self._salvage is None:
+            reader = self._open_reader
+            connections = [c for c in reader.connections if c.topic == info.name]
+            stream = reader.messages(connections=connections)
+            last_time, at_last_time = -1, 0   # to leave out what the index already delivered
+            while True:
+                try:
+                    connection, log_time_ns, raw = next(stream)
+                except StopIteration:
+                    return
+                except Exception:  # noqa: BLE001 -- rosbags, sqlite3 and mcap raise their own types
+                    damage.salvaged = True
+                    break
+                at_last_time = at_last_time + 1 if log_time_ns == last_time else 1
+                last_time = log_time_ns
+                yield RawMessage(info.name, connection.msgtype, log_time_ns, bytes(raw))
+            try:   # the rest of the file, read without its index
+                self._salvage = open_damaged(self.path)
+            except SalvageError:   # keep what was read; the rest counts as lost
+                damage.damaged_regions += 1
+                return
+            for raw_message in self._salvage.messages(info.name):
+                if raw_message.log_time_ns < last_time:
+                    continue
+                if raw_message.log_time_ns == last_time and at_last_time > 0:
+                    at_last_time -= 1
+                    continue
+                yield raw_message
+            return
+        yield from self._salvage.messages(info.name)
+
+    def _deserialize(self, raw: RawMessage):
+        """With the bag's own types when it opened (ROS 1 or 2), else the stock ROS 2 ones (CDR)."""
+        if self._reader is None:
+            return _STOCK_TYPES.deserialize_cdr(raw.data, raw.msgtype)
+        if not self._reader.is2:
+            return self._reader.deserialize(raw.data, raw.msgtype)
+        return self._reader.typestore.deserialize_cdr(raw.data, raw.msgtype)
 
     def _corrupt(self, info: TopicInfo, read: int, err: Exception) -> CorruptBagError:
         return CorruptBagError(

@@ -6,6 +6,7 @@ Used by the dataset reader (``data.datasets.coco``) and the bag ground-truth sid
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ros_amf.contract.errors import DatasetFileError
@@ -28,4 +29,36 @@ def read_coco_instances(path: Path, when_missing: str) -> dict:
         if not all(k in image for k in ("id", "file_name", "height", "width")):
             raise DatasetFileError(path, f"image entry {image.get('id', '?')} lacks one of id, file_name, height, "
                                          "width.")
+    for ann in data["annotations"]:
+        problem = segmentation_problem(ann.get("segmentation")) if isinstance(ann, dict) else "is not an object"
+        if problem:
+            where = f"annotation {ann.get('id', '?')}" if isinstance(ann, dict) else "an annotation"
+            raise DatasetFileError(path, f"{where} {problem}; fix or remove it.")
     return data
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def segmentation_problem(segmentation) -> str | None:
+    """What is wrong with a COCO segmentation (None if pycocotools can decode it): polygons must be x,y lists
+    of at least 3 points (pycocotools would read a 4-number one as a box), RLE needs size and counts."""
+    if isinstance(segmentation, list):
+        if not segmentation:
+            return "has an empty polygon list"
+        for k, polygon in enumerate(segmentation):
+            if not isinstance(polygon, list) or not all(_number(v) for v in polygon):
+                return f"has polygon {k} that is not a list of finite numbers"
+            if len(polygon) < 6 or len(polygon) % 2:
+                return (f"has polygon {k} of {len(polygon)} numbers, but a polygon is x,y pairs of at least "
+                        "3 points (6 numbers)")
+        return None
+    if isinstance(segmentation, dict):
+        size, counts = segmentation.get("size"), segmentation.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v >= 0 for v in size)):
+            return "has an RLE segmentation without a [height, width] 'size'"
+        if not isinstance(counts, (str, list)):
+            return "has an RLE segmentation without 'counts' (a list or a compressed string)"
+        return None
+    return "has no polygon or RLE 'segmentation'"

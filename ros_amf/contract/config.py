@@ -27,12 +27,26 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML ({exc}); fix the syntax.") from exc
+        raise ConfigError(f"config file '{path}' is not valid YAML ({_yaml_problem(exc)}); fix the syntax.") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys to values at top level.")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message quotes the offending text over several lines; the line, column and problem suffice."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(exc).split())[:200]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _key(where: str, name: str) -> str:
+    """``file.yaml:key`` right after a file name, ``section.key`` below it."""
+    plain_file = ":" not in where and where.endswith((".yaml", ".yml", ".pt", ".pth"))
+    return f"{where}{':' if plain_file else '.'}{name}"
 
 
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
@@ -74,7 +88,7 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     if annotation in (int, float, str, bool):
         if isinstance(value, annotation) and not (annotation is int and isinstance(value, bool)):
             return value
-        raise ConfigError(f"{where} = {value!r} must be of type {annotation.__name__}.")
+        raise ConfigError(f"{where} = {value!r} must be of type {annotation.__name__}; fix the value.")
     return value
 
 
@@ -92,7 +106,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     kwargs = {}
     for name, field in fields.items():
         if name in data:
-            kwargs[name] = _check_type(data[name], hints[name], f"{where}.{name}")
+            kwargs[name] = _check_type(data[name], hints[name], _key(where, name))
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}: required key '{name}' is missing for {cls.__name__}; add it.")
     return cls(**kwargs)

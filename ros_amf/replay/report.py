@@ -107,6 +107,9 @@ def format_report(report: dict) -> str:
     out = [f"replay of {bag.get('path', '?')} (topic {bag.get('topic', '?')}, {bag.get('frames', '?')} frames, "
            f"sha256 {str(bag.get('sha256', '?'))[:12]}) on {meta['host']['hostname']} "
            f"({meta['host']['cpu_count']} CPUs, load average {meta['host'].get('load_average_1_5_15', ['?'])[0]})"]
+    damage = bag.get("damage")
+    if damage and (damage.get("skipped_total") or damage.get("lost") or damage.get("salvaged")):
+        out.append(f"damaged bag: {damage['summary']}")
     for graph in report["graphs"]:
         model = graph.get("model") or {}
         out.append("")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from ros_amf.bags.damage import DamageReport
 from ros_amf.bags.reader import BagImage, BagReader, TopicInfo
 from ros_amf.replay.benchmark import BenchmarkOptions, GraphSpec, run_graph
 from ros_amf.replay.harness import GraphProcess, node_command
@@ -30,6 +31,19 @@ def read_frames(bag_path: Path, topic: str | None = None, limit: int | None = No
     if not frames:
         raise ValueError(f"topic '{info.name}' of bag '{bag_path}' has no frames to replay.")
     return info, frames
+
+
+def read_readable_frames(bag_path: Path, topic: str | None = None,
+                         limit: int | None = None) -> tuple[TopicInfo, list[BagImage], DamageReport]:
+    """Like ``read_frames``, but a damaged bag gives every readable frame and the account of what it skipped."""
+    with BagReader(bag_path, skip_damaged=True) as bag:
+        info = bag.resolve_image_topic(topic)
+        frames = list(bag.images(info.name, limit=limit))
+        damage = bag.damage
+    if not frames:
+        raise ValueError(f"topic '{info.name}' of bag '{bag_path}' has no readable frames to replay "
+                         f"({damage.summary()})")
+    return info, frames, damage
 
 
 def file_sha256(path: Path) -> str:
@@ -138,15 +152,17 @@ def running_graph(kind: str, params: Mapping[str, str], output_topics: Sequence[
 
 def run_session(bag_path: Path, topic: TopicInfo, frames: Sequence[BagImage], specs: Sequence[GraphSpec],
                 options: BenchmarkOptions, ground_truth=None, parameters: dict | None = None,
-                on_error: Callable[[str], None] = print) -> tuple[dict, int]:
+                on_error: Callable[[str], None] = print, damage: DamageReport | None = None) -> tuple[dict, int]:
     """Benchmark every graph on the frames, one after the other; (report, number of graphs that failed).
 
     A graph that fails to start is reported, not raised, so the other graph's results are kept.
+    ``damage``: what reading a damaged bag skipped, kept in the report's bag metadata.
     """
     report = new_report({
         "bag": {"path": str(bag_path), "sha256": file_sha256(bag_path), "topic": topic.name,
                 "msgtype": topic.msgtype, "frames": len(frames), "encoding": frames[0].encoding,
-                "size": f"{frames[0].width}x{frames[0].height}"},
+                "size": f"{frames[0].width}x{frames[0].height}",
+                "damage": None if damage is None else {**damage.as_dict(), "summary": damage.summary(bag_path)}},
         "parameters": parameters or {},
         "ground_truth": ground_truth.describe() if ground_truth else None})
     failed = 0

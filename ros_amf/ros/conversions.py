@@ -30,7 +30,7 @@ def image_to_array(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np
     """Image message -> (HxWxC or HxW uint8 view, encoding); raises BadImage with a counter reason."""
     encoding = msg.encoding.lower()
     if encoding not in ENCODINGS:
-        raise BadImage("unsupported_encoding", f"image encoding '{msg.encoding}' is not supported; publish one of "
+        raise BadImage("unsupported_encoding", f"image encoding {msg.encoding!r} is not supported; publish one of "
                                                f"{sorted(ENCODINGS)}.")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:

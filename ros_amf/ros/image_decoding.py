@@ -33,7 +33,7 @@ _JPEG_MAGIC = b"\xff\xd8"
 
 
 def _depth_refusal(encoding: str, what: str) -> BadImage:
-    return BadImage("unsupported_encoding", f"{what} '{encoding}' is a depth image (distances, not brightness); "
+    return BadImage("unsupported_encoding", f"{what} {encoding!r} is a depth image (distances, not brightness); "
                                             "subscribe the node to the camera's colour or mono image instead.")
 
 
@@ -47,7 +47,7 @@ def image_to_pixels(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarr
         raise _depth_refusal(msg.encoding, "image encoding")
     layout = PACKED_ENCODINGS.get(encoding)
     if layout is None:
-        raise BadImage("unsupported_encoding", f"image encoding '{msg.encoding}' is not supported; publish one of "
+        raise BadImage("unsupported_encoding", f"image encoding {msg.encoding!r} is not supported; publish one of "
                                                f"{ACCEPTED}, or a CompressedImage (image_transport: compressed).")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
@@ -113,9 +113,9 @@ def compressed_to_pixels(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.
     size = compressed_size(data)
     if size is None:
         if fmt and not any(name in fmt for name in ("jpeg", "jpg", "png")):
-            raise BadImage("unsupported_encoding", f"compressed format '{msg.format}' is not supported; publish "
+            raise BadImage("unsupported_encoding", f"compressed format {msg.format!r} is not supported; publish "
                                                    "JPEG or PNG (image_transport's compressed plugin does).")
-        raise BadImage("corrupt_compressed", f"compressed frame ({len(data)} bytes, format '{msg.format}') has no "
+        raise BadImage("corrupt_compressed", f"compressed frame ({len(data)} bytes, format {msg.format!r}) has no "
                                              "readable JPEG or PNG header; the frame is damaged.")
     width, height = size
     if width * height > max_pixels:
@@ -128,7 +128,7 @@ def compressed_to_pixels(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.
     image = _decode(data)
     if image is None or image.shape[:2] != (height, width):
         raise BadImage("corrupt_compressed", f"compressed frame ({len(data)} bytes, {width}x{height}, format "
-                                             f"'{msg.format}') does not decode; the frame is damaged or truncated.")
+                                             f"{msg.format!r}) does not decode; the frame is damaged or truncated.")
     if image.dtype == np.uint16:             # 16-bit PNG: keep the high byte, as for mono16
         image = (image >> 8).astype(np.uint8)
     channels = 1 if image.ndim == 2 else image.shape[2]
