@@ -10,7 +10,9 @@ It checks that pipelined and naive give identical outputs, prints the ratios (ta
 busy and how much the streams overlapped. ``--memory-frames N`` then feeds N frames at 2x the measured
 pipelined rate (latest-frame policy, frames drop) and samples the process RSS to show it stays flat.
 ``--ros`` repeats pipelined/naive with the real nodes over rclpy topics (DDS included), through the
-replay harness. The measurements live in ros_amf.runtime.benchmark; this module reads the flags,
+replay harness. ``--backend all`` instead measures each inference backend (torch, onnxruntime,
+openvino: ros_amf.runtime.backends) bare and pipelined in interleaved rounds, with the same thread
+layout, and checks on real synthetic frames that each reproduces torch's outputs. The measurements live in ros_amf.runtime.benchmark; this module reads the flags,
 runs them in order and reports.
 
 GPU runs (the issue's targets), e.g.:
@@ -33,8 +35,9 @@ import numpy as np
 import torch
 
 from ros_amf.apps.common import add_input_size_flags, input_size_from
-from ros_amf.runtime.benchmark import (bench_bare, bench_naive, bench_pipelined, in_worker_thread, make_frames,
-                                       memory_run, output_agreement, stream_overlap)
+from ros_amf.runtime.backends import BACKENDS, CHOICES, backend_version
+from ros_amf.runtime.benchmark import (bench_bare, bench_naive, bench_pipelined, equality_frames, in_worker_thread,
+                                       make_frames, measure_backends, memory_run, output_agreement, stream_overlap)
 from ros_amf.runtime.loading import load_model
 from ros_amf.runtime.pipeline import Engine, EngineConfig
 from ros_amf.runtime.stats import PipelineCounters, format_table
@@ -57,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--joint", action="store_true")
+    parser.add_argument("--backend", choices=CHOICES + ("all",), default="torch",
+                        help="who runs the forward; 'all' compares every installed backend (bare and pipelined)")
+    parser.add_argument("--equality-frames", type=int, default=4,
+                        help="--backend all: synthetic street frames of the output-equality check")
     parser.add_argument("--score-threshold", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of the bare and naive runs (0 = one per core)")
@@ -93,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     config = EngineConfig(input_sizes={t: input_size_from(args, m.input_size) for t, m in models.items()},
                           device=args.device, precision=args.precision, channels_last=args.channels_last,
                           joint=args.joint, score_threshold=args.score_threshold, lossless=True,
+                          backend="torch" if args.backend == "all" else args.backend,
                           inference_workers=args.workers, record_stream_times=args.device.startswith("cuda"))
 
     def make_engine(**changes):
@@ -105,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = ", ".join(f"{t} {s.short_side}/{s.max_long_side}" for t, s in config.input_sizes.items())
     print(f"bench runtime: {', '.join(f'{t}={m.name}' for t, m in models.items())}, image {height}x{width}, "
           f"input {sizes}, device {args.device}, {args.frames} frames, {os.cpu_count()} cores", flush=True)
+    if args.backend == "all":
+        return compare_backends(args, make_engine, frames, (height, width), models, config)
     report, pipe_engine = compare_modes(args, make_engine, frames)
-    report.update({"device": args.device, "image_hw": [height, width], "models": {t: m.name for t, m in models.items()},
+    report.update({"backend": pipe_engine.stages.backend, "device": args.device, "image_hw": [height, width], "models": {t: m.name for t, m in models.items()},
                    "input_sizes": {t: [s.short_side, s.max_long_side] for t, s in config.input_sizes.items()}})
     print_modes(report, pipe_engine)
     if args.ros:
@@ -161,6 +171,46 @@ def compare_modes(args: argparse.Namespace, make_engine, frames: list[np.ndarray
     if pipe_engine.streams.timing:
         report["stream_overlap"] = stream_overlap(pipe_engine.stream_busy_ms())
     return report, pipe_engine
+
+
+def compare_backends(args: argparse.Namespace, make_engine, frames: list[np.ndarray], camera_hw: tuple[int, int],
+                     models: dict, config: EngineConfig) -> int:
+    """``--backend all``: every installed backend bare and pipelined, and its outputs against torch's."""
+    backends = []
+    for backend in BACKENDS:
+        try:
+            backend_version(backend)
+            backends.append(backend)
+        except ImportError as exc:
+            print(f"skipping: {exc}")
+    report = measure_backends(make_engine, backends, frames, equality_frames(args.equality_frames, *camera_hw),
+                              args.rounds, args.threads or os.cpu_count() or 1, message_filler())
+    report.update({"device": args.device, "image_hw": list(camera_hw), "frames": args.frames,
+                   "models": {t: m.name for t, m in models.items()}, "joint": args.joint,
+                   "input_sizes": {t: [s.short_side, s.max_long_side] for t, s in config.input_sizes.items()},
+                   "versions": {b: backend_version(b) for b in backends}})
+    print(format_backends(report))
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=float))
+    print(f"wrote {path}")
+    return 0
+
+
+def format_backends(report: dict) -> str:
+    """The backend table: FPS bare and pipelined, ratios to torch, and equality with torch."""
+    lines = [f"median of {report['rounds']} interleaved rounds; bare: {report['threads_bare']} threads, pipelined: "
+             f"{report['inference_workers']} workers x {report['threads_per_worker']} threads",
+             f"| backend | bare FPS | x torch | pipelined FPS | x torch | semantic labels equal | instances matched "
+             f"(min IoU, max score diff) | equal |", "|---|---|---|---|---|---|---|---|"]
+    for name, item in report["backends"].items():
+        eq = item["equality_vs_first"]
+        ran = name if item["ran"] == name and not item["fell_back_to_torch"] else f"{name} (fell back to torch)"
+        lines.append(f"| {ran} | {item['bare_fps']:.2f} | {item['bare_over_first']:.2f} | {item['pipelined_fps']:.2f} | "
+                     f"{item['pipelined_over_first']:.2f} | {100 * eq['semantic_agreement_min']:.2f}% | "
+                     f"{eq['matched']}/{eq['instances']} ({eq['min_mask_iou']:.4f}, {eq['max_score_diff']:.1e}; "
+                     f"borderline {eq['borderline']}) | {'yes' if eq['equal'] else 'NO'} |")
+    return "\n".join(lines)
 
 
 def print_modes(report: dict, pipe_engine: Engine) -> None:

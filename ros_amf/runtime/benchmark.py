@@ -66,20 +66,22 @@ def in_worker_thread(function, *args):
 
 
 def bench_bare(engine: Engine, frames: list[np.ndarray]) -> float:
-    """Frames per second of the model forward(s) alone, on input tensors made beforehand."""
+    """Frames per second of the model forward(s) alone, on input tensors made beforehand; the forwards
+    the engine runs (its backend's, one joint forward in joint mode)."""
     inputs = {task: [preprocess_numpy(f, "rgb8", size)[0].to(engine.device, engine.dtype) for f in frames[:8]]
               for task, size in engine.input_sizes.items()}
     if engine.config.channels_last:
         inputs = {task: [t.contiguous(memory_format=torch.channels_last) for t in tensors]
                   for task, tensors in inputs.items()}
+    runs = engine.stages.runs
     with torch.inference_mode():
-        for task, model in engine.models.items():
-            model.module(inputs[task][0])
+        for tasks, module in runs:
+            module(inputs[tasks[0]][0])
         _sync(engine)
         start = time.perf_counter()
         for i in range(len(frames)):
-            for task, model in engine.models.items():
-                model.module(inputs[task][i % len(inputs[task])])
+            for tasks, module in runs:
+                module(inputs[tasks[0]][i % len(inputs[tasks[0]])])
         _sync(engine)
     return len(frames) / (time.perf_counter() - start)
 
@@ -138,6 +140,55 @@ def output_agreement(a: list, b: list) -> float:
     return worst
 
 
+def result_equality(reference: list, other: list, score_threshold: float, min_iou: float = 0.95,
+                    score_tolerance: float = 0.01) -> dict:
+    """How far ``other`` (e.g. another backend) reproduces ``reference`` frame by frame.
+
+    Semantic: the smallest per-frame fraction of equal labels. Instances (needs masks kept): each reference
+    instance is matched to the unused instance of its class with the highest mask IoU; it counts as
+    reproduced when that IoU >= ``min_iou`` and the scores differ by <= ``score_tolerance``. An instance
+    found by one run only, whose score lies within ``score_tolerance`` of the threshold, is counted as
+    ``borderline`` (a float rounding on either side of the threshold), not as missing.
+    """
+    report = {"frames": len(reference), "semantic_agreement_min": 1.0, "instances": 0, "matched": 0,
+              "borderline": 0, "unmatched": 0, "min_mask_iou": 1.0, "max_score_diff": 0.0}
+    if len(reference) != len(other):
+        return {**report, "unmatched": -1, "error": f"{len(reference)} vs {len(other)} frames"}
+    near_threshold = lambda score: abs(float(score) - score_threshold) <= score_tolerance  # noqa: E731
+    for ref, got in zip(reference, other):
+        if ref.semantic is not None:
+            agree = float(np.mean(ref.semantic.labels == got.semantic.labels))
+            report["semantic_agreement_min"] = min(report["semantic_agreement_min"], agree)
+        if ref.instances is None:
+            continue
+        a, b = ref.instances, got.instances
+        if a.masks is None or b.masks is None:
+            raise ValueError("result_equality needs instance masks; run both engines with keep_masks=True.")
+        used = np.zeros(len(b.scores), bool)
+        flat_b = b.masks.reshape(len(b.scores), -1)
+        for i in range(len(a.scores)):
+            report["instances"] += 1
+            mask = a.masks[i].reshape(-1)
+            inter = (flat_b & mask).sum(1)
+            union = (flat_b | mask).sum(1)
+            iou = np.where((b.classes == a.classes[i]) & ~used, inter / np.maximum(union, 1), -1.0)
+            j = int(np.argmax(iou)) if len(iou) else -1
+            if j >= 0 and iou[j] >= min_iou and abs(float(a.scores[i]) - float(b.scores[j])) <= score_tolerance:
+                used[j] = True
+                report["matched"] += 1
+                report["min_mask_iou"] = min(report["min_mask_iou"], float(iou[j]))
+                report["max_score_diff"] = max(report["max_score_diff"], abs(float(a.scores[i]) - float(b.scores[j])))
+            elif near_threshold(a.scores[i]):
+                report["borderline"] += 1
+            else:
+                report["unmatched"] += 1
+        extra = [float(s) for s, u in zip(b.scores, used) if not u]
+        report["borderline"] += sum(near_threshold(s) for s in extra)
+        report["unmatched"] += sum(not near_threshold(s) for s in extra)
+    report["equal"] = report["unmatched"] == 0 and report["semantic_agreement_min"] >= 0.995
+    return report
+
+
 def stream_overlap(intervals: list[tuple[str, float, float]]) -> dict:
     """Busy time per stream and how much of the busy span had >= 2 streams working at once (GPU)."""
     if not intervals:
@@ -187,3 +238,46 @@ def memory_run(make_engine, frames: list[np.ndarray], rate_hz: float, count: int
             "rss_mb_first": samples[0][1], "rss_mb_last": samples[-1][1],
             "rss_mb_max_minus_min_second_half": max(s[1] for s in second_half) - min(s[1] for s in second_half),
             "rss_slope_mb_per_1000_frames_second_half": slope}
+
+
+def equality_frames(count: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
+    """Real synthetic street frames (cars, people, signs) for the output-equality check of the backends."""
+    from ros_amf.data.synthetic.render import render_still
+    return [render_still(seed, i, width=width, height=height).image for i in range(count)]
+
+
+def measure_backends(make_engine: Callable[..., Engine], backends: list[str], frames: list[np.ndarray],
+                     check_frames: list[np.ndarray], rounds: int, bare_threads: int,
+                     consume: Consumer | None = None) -> dict:
+    """Bare and pipelined FPS of each backend in interleaved rounds (the same thread layout for all: bare
+    with ``bare_threads``, pipelined with the engine's per-worker share), and how far each reproduces
+    torch on ``check_frames`` (``result_equality``). ``make_engine(**changes)`` builds a warmed-up engine."""
+    engines = {b: (make_engine(backend=b), make_engine(backend=b)) for b in backends}
+    worker_threads = torch.get_num_threads()   # the per-worker share the engines just set
+    fps: dict[str, dict[str, list[float]]] = {b: {"bare": [], "pipelined": []} for b in backends}
+    for _ in range(rounds):
+        for backend, (bare_engine, pipe_engine) in engines.items():
+            torch.set_num_threads(bare_threads)
+            fps[backend]["bare"].append(in_worker_thread(bench_bare, bare_engine, frames))
+            torch.set_num_threads(worker_threads)
+            fps[backend]["pipelined"].append(bench_pipelined(pipe_engine, frames, consume)[0])
+    report: dict = {"rounds": rounds, "threads_bare": bare_threads, "threads_per_worker": worker_threads,
+                    "inference_workers": engines[backends[0]][1].inference_workers, "backends": {}}
+    reference = None
+    for backend in backends:
+        checker = make_engine(backend=backend, keep_masks=True, lossless=True)
+        results = in_worker_thread(lambda: [checker.process(f, "rgb8") for f in check_frames])
+        reference = results if reference is None else reference
+        pipe_engine = engines[backend][1]
+        fallbacks = [w for w in pipe_engine.warnings + checker.warnings if "torch forward instead" in w]
+        report["backends"][backend] = {
+            "ran": pipe_engine.stages.backend, "fell_back_to_torch": fallbacks,
+            "bare_fps": float(np.median(fps[backend]["bare"])), "pipelined_fps": float(np.median(fps[backend]["pipelined"])),
+            "rounds_fps": fps[backend],
+            "equality_vs_first": result_equality(reference, results, checker.config.score_threshold),
+            "pipelined_stats": pipe_engine.stats.snapshot().as_dict()}
+    first = report["backends"][backends[0]]
+    for item in report["backends"].values():
+        item["bare_over_first"] = item["bare_fps"] / first["bare_fps"]
+        item["pipelined_over_first"] = item["pipelined_fps"] / first["pipelined_fps"]
+    return report

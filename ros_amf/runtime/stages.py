@@ -22,6 +22,7 @@ import torch
 from ros_amf.contract.input_size import Geometry, InputSize
 from ros_amf.contract.pixels import to_rgb
 from ros_amf.modeling.sparseinst.postprocess import masks_at_image_size, rank_candidates
+from ros_amf.runtime.backends import backend_runs, check_backend_name
 from ros_amf.runtime.cuda import PinnedRing, StreamSet
 from ros_amf.runtime.loading import LoadedModel, check_device, joint_model
 from ros_amf.runtime.outputs import (BadModelOutput, FrameResult, HostCopy, NonFiniteOutput, SemanticOutput,
@@ -48,10 +49,13 @@ class FrameSettings:
     keep_masks: bool = False         # keep per-instance masks in results (offline evaluation)
     device_path: bool | None = None  # None: torch pre/post on the device iff it is CUDA; True forces it
     record_stream_times: bool = False  # GPU: record per-stream busy intervals (benchmark overlap)
+    # who runs the forward: torch | onnxruntime | openvino | auto (runtime.backends; pre/post stay torch)
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision '{self.precision}' is not supported; use one of {sorted(PRECISIONS)}.")
+        check_backend_name(self.backend)
 
 
 @dataclass
@@ -139,6 +143,11 @@ class FrameStages:
             self.warnings += joint_warnings
         self.input_sizes, size_warnings = resolve_input_sizes(settings, self.models)
         self.warnings += size_warnings
+        # (tasks, module) per forward: joint mode runs one JointModel forward for both tasks
+        runs = [(("instance", "semantic"), self.joint)] if self.joint is not None else \
+            [((task,), model.module) for task, model in self.models.items()]
+        self.backend, self.runs = backend_runs(settings.backend, runs, self.device, settings.precision,
+                                               any(m.random_weights for m in self.models.values()), self.warnings)
         self.device_path = settings.device_path if settings.device_path is not None else self.device.type == "cuda"
         self.streams = StreamSet(self.device, timing=settings.record_stream_times)
         self.pinned = PinnedRing(slots=staging_slots, pinned=self.device.type == "cuda")
@@ -180,11 +189,8 @@ class FrameStages:
         # "inference" time is then launch time, the GPU time per stream comes from the timing events.
         start = time.perf_counter()
         outputs, done = {}, {}
-        # joint mode: one forward of the JointModel gives both tasks' outputs
-        runs = [(("instance", "semantic"), self.joint)] if self.joint is not None else \
-            [((task,), model.module) for task, model in self.models.items()]
         with torch.inference_mode():
-            for tasks, module in runs:
+            for tasks, module in self.runs:
                 stream = self.streams.compute[tasks[0]]
                 tensor = prepared.inputs[tasks[0]].tensor
                 with self.streams.use(stream):

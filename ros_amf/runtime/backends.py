@@ -1,0 +1,264 @@
+"""Inference backends: the models' forward run by torch, ONNX Runtime or OpenVINO; nothing else changes.
+
+``BackendForward`` stands in for a model module in the engine (and in the evaluators, which call a
+module): same input tensor, same output dicts, so pre- and post-processing stay the torch ones. On
+the first frame of each padded input shape it exports the graph (``backends_export``), prepares the
+backend's form of it, checks it reproduces torch on a synthetic frame and keeps both on disk
+(``backends_cache``): a restart loads them instead. A backend that is not installed or fails for a
+shape adds one warning and that model runs the torch forward from then on.
+
+Threads: each call runs with ``torch.get_num_threads()`` intra-op threads, the setting the torch path
+uses (the engine gives each inference worker its share of the cores). Every concurrent caller gets
+its own session / compiled model from a pool, so several inference workers run frames side by side
+exactly as the torch path does, one inference in flight per worker.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ros_amf.runtime.backends_cache import cache_root, get_or_build
+from ros_amf.runtime.backends_export import (INPUT_NAME, check_reproduces, export_onnx, graph_kind, outputs_from_arrays,
+                                             sample_input, torch_export_version, torch_reference, weights_digest)
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+CHOICES = ("auto",) + BACKENDS
+# what "auto" runs on a CPU in fp32: the fastest backend (both models, pipelined, 2 cores) that passed the
+# equality tests; README "Inference backends" has the measurement behind this choice
+DEFAULT_CPU_BACKEND = "onnxruntime"
+PIP_PINS = {"onnxruntime": "onnxruntime==1.31.1", "openvino": "openvino==2026.4.1"}
+
+log = logging.getLogger(__name__)
+Runner = Callable[[np.ndarray], list]
+
+
+def check_backend_name(name: str) -> str:
+    if name not in CHOICES:
+        raise ValueError(f"backend '{name}' is not known; use one of {', '.join(CHOICES)}.")
+    return name
+
+
+def backend_version(name: str) -> str:
+    """The installed version of ``name``'s package; ImportError (one sentence) when it is not installed."""
+    if name == "torch":
+        return torch.__version__
+    try:
+        module = importlib.import_module(name)
+        importlib.import_module("onnx")          # the exporter writes ONNX for both backends
+        importlib.import_module("onnxscript")
+    except ImportError as exc:
+        raise ImportError(f"backend '{name}' is not installed ({exc}); install it with "
+                          f"'pip install {PIP_PINS[name]} onnx onnxscript' or set backend to torch.") from None
+    return str(getattr(module, "__version__", "unknown"))
+
+
+def resolve_backend(asked: str, device: torch.device, precision: str, random_weights: bool) -> tuple[str, list[str]]:
+    """The backend that will run, and warnings when the one asked for cannot."""
+    check_backend_name(asked)
+    cpu_fp32 = device.type == "cpu" and precision == "fp32"
+    if asked == "auto":
+        # random weights are plumbing runs: exporting a graph nobody keeps would only cost start-up time
+        asked = DEFAULT_CPU_BACKEND if cpu_fp32 and not random_weights else "torch"
+        if asked == "torch":
+            return asked, []
+        try:
+            backend_version(asked)
+        except ImportError:
+            return "torch", []   # auto quietly keeps torch where the default backend is not installed
+        return asked, []
+    if asked == "torch":
+        return asked, []
+    if not cpu_fp32:
+        return "torch", [f"backend '{asked}' runs on the CPU in fp32 only, not on device {device} in {precision}; "
+                         "running the torch forward instead."]
+    try:
+        backend_version(asked)
+    except ImportError as exc:
+        return "torch", [f"{exc} Running the torch forward instead."]
+    return asked, []
+
+
+# ----------------------------------------------------------------------------------------- runners
+def _onnxruntime_runner(onnx_path: Path, threads: int) -> Runner:
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # no busy-waiting: the other stages and inference workers need the cores between kernels
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return lambda images: session.run(None, {INPUT_NAME: images})
+
+
+def _openvino_runner(xml_path: Path, threads: int) -> Runner:
+    import openvino as ov
+    compiled = ov.Core().compile_model(str(xml_path), "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+        "INFERENCE_PRECISION_HINT": "f32",   # equal outputs: no bf16 on CPUs that have it
+        "ENABLE_CPU_PINNING": False,         # a robot's CPU is shared with other nodes: pinned threads wait on them
+        "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    outputs = list(compiled.outputs)
+
+    def run(images: np.ndarray) -> list:
+        results = request.infer({0: images})
+        return [np.array(results[output]) for output in outputs]   # a copy: the request reuses its buffers
+    return run
+
+
+def _prepare_backend(backend: str, onnx_path: Path, folder: Path) -> Path:
+    """The file the backend loads: the ONNX graph itself (onnxruntime) or OpenVINO IR converted from it."""
+    if backend == "onnxruntime":
+        return onnx_path
+    import openvino as ov
+    model = ov.convert_model(str(onnx_path))
+    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
+    return folder / "model.xml"
+
+
+RUNNERS = {"onnxruntime": _onnxruntime_runner, "openvino": _openvino_runner}
+
+
+def make_runner(backend: str, path: str | Path, threads: int) -> Runner:
+    """A callable running the graph at ``path`` (ONNX; OpenVINO also takes its IR .xml) in ``backend``:
+    a [1,3,H,W] float32 array in, the outputs as arrays out."""
+    backend_version(backend)
+    return RUNNERS[backend](Path(path), threads)
+
+
+# ------------------------------------------------------------------------------------ the forward
+class BackendForward(nn.Module):
+    """``module``'s inference forward run by ``backend`` (falls back to torch, saying so in ``warnings``)."""
+
+    def __init__(self, backend: str, module: nn.Module, label: str, warnings: list[str] | None = None,
+                 cache: Path | None = None):
+        super().__init__()
+        if backend not in RUNNERS:
+            raise ValueError(f"backend '{backend}' has no compiled forward; use one of {sorted(RUNNERS)}.")
+        self.backend = backend
+        self.version = backend_version(backend)
+        self.torch_module = module
+        self.kind = graph_kind(module)
+        self.cfg = getattr(module, "cfg", None)     # pixels_of() and the evaluators read the config
+        self.label = label
+        self.warnings = warnings if warnings is not None else []
+        self.cache = Path(cache) if cache is not None else cache_root()
+        self.fallback_reason: str | None = None
+        self.cache_events: list[dict] = []          # per shape: found in the cache, or (re)built and why
+        self._digest: str | None = None
+        self._artefacts: dict[tuple[int, int], Path] = {}
+        self._pools: dict[tuple, list[Runner]] = {}
+        self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
+
+    def forward(self, images: torch.Tensor) -> Any:
+        if self.fallback_reason is None and images.device.type == "cpu" and images.dtype == torch.float32:
+            try:
+                return self._run(images)
+            except Exception as exc:  # any backend failure: say so once, then torch for good
+                self._fall_back(tuple(images.shape[-2:]), exc)
+        return self.torch_module(images)
+
+    def prepare(self, hw: tuple[int, int]) -> None:
+        """Export, prepare and check the graph for input ``hw`` now (else the first frame of that size does)."""
+        self._put(self._take(hw, torch.get_num_threads()), hw, torch.get_num_threads())
+
+    def _run(self, images: torch.Tensor) -> Any:
+        hw, threads = (int(images.shape[-2]), int(images.shape[-1])), torch.get_num_threads()
+        if images.shape[0] != 1:
+            raise ValueError(f"the {self.backend} graphs take one image per call, not {images.shape[0]}")
+        runner = self._take(hw, threads)
+        try:
+            arrays = runner(np.ascontiguousarray(images.numpy()))
+        finally:
+            self._put(runner, hw, threads)
+        return outputs_from_arrays(self.kind, arrays)
+
+    def _take(self, hw: tuple[int, int], threads: int) -> Runner:
+        with self._lock:
+            pool = self._pools.setdefault((hw, threads), [])
+            if pool:
+                return pool.pop()
+        # none free: this caller gets its own session (one per inference in flight)
+        return RUNNERS[self.backend](self._artefact(hw), threads)
+
+    def _put(self, runner: Runner, hw: tuple[int, int], threads: int) -> None:
+        with self._lock:
+            self._pools.setdefault((hw, threads), []).append(runner)
+
+    def _artefact(self, hw: tuple[int, int]) -> Path:
+        with self._build_lock:
+            if hw not in self._artefacts:
+                self._artefacts[hw] = self._build(hw)
+            return self._artefacts[hw]
+
+    def _build(self, hw: tuple[int, int]) -> Path:
+        if self._digest is None:
+            self._digest = weights_digest(self.torch_module)
+        base = self.cache / "graphs" / self._digest[:32] / f"{self.kind}-{hw[0]}x{hw[1]}"
+        onnx_key = {"weights_sha256": self._digest, "kind": self.kind, "input_hw": list(hw),
+                    "exporter": torch_export_version()}
+
+        def build_onnx(tmp: Path) -> dict:
+            export_onnx(self.torch_module, self.kind, hw, tmp / "model.onnx")
+            return {}
+        onnx = get_or_build(base / "onnx", onnx_key, build_onnx)
+        onnx_path = onnx.folder / "model.onnx"
+        backend_key = {**onnx_key, "onnx_sha256": onnx.meta["files"]["model.onnx"], "backend": self.backend,
+                       "backend_version": self.version}
+
+        def build_backend(tmp: Path) -> dict:
+            loaded = _prepare_backend(self.backend, onnx_path, tmp)
+            sample = sample_input(hw)
+            drift = check_reproduces(torch_reference(self.torch_module, self.kind, sample),
+                                     RUNNERS[self.backend](loaded, torch.get_num_threads())(sample), self.kind,
+                                     f"the {self.backend} graph of the {self.label}")
+            return {"max_abs_diff_vs_torch": drift, "loads": loaded.name}
+        safe_version = re.sub(r"[^A-Za-z0-9._-]", "_", self.version)   # openvino's has slashes in it
+        prepared = get_or_build(base / f"{self.backend}-{safe_version}", backend_key, build_backend)
+        self.cache_events.append({"input_hw": list(hw), "onnx": onnx.rebuilt_because or "cached",
+                                  self.backend: prepared.rebuilt_because or "cached", "folder": str(base)})
+        # onnxruntime loads the exported graph itself; OpenVINO its IR in the backend's own entry
+        return onnx_path if self.backend == "onnxruntime" else prepared.folder / prepared.meta["loads"]
+
+    def _fall_back(self, hw: tuple[int, ...], exc: Exception) -> None:
+        with self._lock:
+            if self.fallback_reason is not None:
+                return
+            self.fallback_reason = f"{type(exc).__name__}: {exc}"
+        message = (f"backend '{self.backend}' failed for the {self.label} at input {hw[0]}x{hw[1]} "
+                   f"({self.fallback_reason}); running the torch forward instead.")
+        self.warnings.append(message)
+        log.warning(message)
+
+
+def backend_runs(asked: str, runs: list[tuple[tuple[str, ...], nn.Module]], device: torch.device, precision: str,
+                 random_weights: bool, warnings: list[str]) -> tuple[str, list[tuple[tuple[str, ...], nn.Module]]]:
+    """The engine's (tasks, module) forwards with each module run by the backend ``asked`` resolves to."""
+    backend, notes = resolve_backend(asked, device, precision, random_weights)
+    warnings += notes
+    if backend == "torch":
+        return backend, runs
+    return backend, [(tasks, BackendForward(backend, module, f"{'+'.join(tasks)} model", warnings))
+                     for tasks, module in runs]
+
+
+def backend_module(asked: str, module: nn.Module, label: str, device: str = "cpu") -> tuple[nn.Module, list[str]]:
+    """``module`` run by the backend ``asked`` resolves to (for callers holding a bare module: the evaluators),
+    with the warnings to show; fallbacks during the run are appended to the same list."""
+    warnings: list[str] = []
+    backend, notes = resolve_backend(asked, torch.device(device), "fp32", False)
+    warnings += notes
+    if backend == "torch":
+        return module, warnings
+    return BackendForward(backend, module, label, warnings), warnings
