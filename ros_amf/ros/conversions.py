@@ -26,18 +26,24 @@ class BadImage(ValueError):
         self.reason = reason
 
 
-def image_to_array(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
-    """Image message -> (HxWxC or HxW uint8 view, encoding); raises BadImage with a counter reason."""
-    encoding = msg.encoding.lower()
-    if encoding not in ENCODINGS:
-        raise BadImage("unsupported_encoding", f"image encoding {msg.encoding!r} is not supported; publish one of "
-                                               f"{sorted(ENCODINGS)}.")
+def checked_size(msg, max_pixels: int) -> tuple[int, int, int]:
+    """(height, width, step) of an image message, or BadImage for an empty or oversized one."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise BadImage("zero_size", f"image is {width}x{height} pixels; the camera published an empty image.")
     if height * width > max_pixels:
         raise BadImage("too_large", f"image is {width}x{height} = {height * width} pixels, above max_image_pixels="
                                     f"{max_pixels}; lower the camera resolution or raise max_image_pixels.")
+    return height, width, step
+
+
+def image_to_array(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Image message -> (HxWxC or HxW uint8 view, encoding); raises BadImage with a counter reason."""
+    encoding = msg.encoding.lower()
+    if encoding not in ENCODINGS:
+        raise BadImage("unsupported_encoding", f"image encoding {msg.encoding!r} is not supported; publish one of "
+                                               f"{sorted(ENCODINGS)}.")
+    height, width, step = checked_size(msg, max_pixels)
     channels = ENCODINGS[encoding][0]
     row_bytes = width * channels
     if step < row_bytes:

@@ -16,7 +16,7 @@ import numpy as np
 import simplejpeg
 
 from ros_amf.contract.pixels import DEPTH_ENCODINGS, ENCODINGS, PACKED_ENCODINGS
-from ros_amf.ros.conversions import DEFAULT_MAX_PIXELS, BadImage, image_to_array
+from ros_amf.ros.conversions import DEFAULT_MAX_PIXELS, BadImage, checked_size, image_to_array
 
 # ROS encoding -> OpenCV conversion to RGB. OpenCV 5 names Bayer patterns like ROS does (first row first).
 _TO_RGB = {
@@ -49,12 +49,7 @@ def image_to_pixels(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarr
     if layout is None:
         raise BadImage("unsupported_encoding", f"image encoding {msg.encoding!r} is not supported; publish one of "
                                                f"{ACCEPTED}, or a CompressedImage (image_transport: compressed).")
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0:
-        raise BadImage("zero_size", f"image is {width}x{height} pixels; the camera published an empty image.")
-    if height * width > max_pixels:
-        raise BadImage("too_large", f"image is {width}x{height} = {height * width} pixels, above max_image_pixels="
-                                    f"{max_pixels}; lower the camera resolution or raise max_image_pixels.")
+    height, width, step = checked_size(msg, max_pixels)
     if (layout.even_width and width % 2) or (layout.even_height and height % 2):
         raise BadImage("odd_size", f"{encoding} image is {width}x{height} pixels, but {encoding} stores pixels in "
                                    "pairs and needs an even width" + (" and height" if layout.even_height else "")

@@ -79,22 +79,36 @@ def modulated_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.T
                     weight.reshape(out_ch, channels * taps, 1, 1), bias)
 
 
-class ModulatedDeformConv2d(nn.Module):
-    """3x3 (or kxk) DCNv2 layer; offsets and masks come from a zero-initialised plain conv, so
-    at initialisation it equals an ordinary convolution with all modulation scalars 0.5."""
+class _DeformableConv(nn.Module):
+    """Weight and bias of a deformable kxk conv, and the zero-initialised plain conv that predicts its
+    sampling offsets (so at initialisation the layer equals an ordinary convolution)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int = 1, dilation: int = 1, bias: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int,
+                 dilation: int, bias: bool):
         super().__init__()
         kh, kw = _pair(kernel_size)
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kh, kw))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        self.offset_mask = nn.Conv2d(in_channels, 3 * kh * kw, kernel_size, stride=stride, padding=padding,
-                                     dilation=dilation)
-        nn.init.zeros_(self.offset_mask.weight)
-        nn.init.zeros_(self.offset_mask.bias)
+
+    def _zero_conv(self, in_channels: int, values_per_tap: int) -> nn.Conv2d:
+        kh, kw = self.weight.shape[2:]
+        conv = nn.Conv2d(in_channels, values_per_tap * kh * kw, (kh, kw), stride=self.stride, padding=self.padding,
+                         dilation=self.dilation)
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+        return conv
+
+
+class ModulatedDeformConv2d(_DeformableConv):
+    """3x3 (or kxk) DCNv2 layer; offsets and masks come from a zero-initialised plain conv, so
+    at initialisation it equals an ordinary convolution with all modulation scalars 0.5."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int = 1, dilation: int = 1, bias: bool = False):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias)
+        self.offset_mask = self._zero_conv(in_channels, 3)     # (dy, dx, mask logit) per tap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         taps = self.weight.shape[2] * self.weight.shape[3]
@@ -104,22 +118,13 @@ class ModulatedDeformConv2d(nn.Module):
                                        self.dilation)
 
 
-class DeformConv2d(nn.Module):
-    """DCNv1: offsets only (no modulation), from a zero-initialised plain conv named ``offset``; at
-    initialisation it equals an ordinary convolution."""
+class DeformConv2d(_DeformableConv):
+    """DCNv1: offsets only (no modulation), from a zero-initialised plain conv named ``offset``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: int = 1, dilation: int = 1, bias: bool = False):
-        super().__init__()
-        kh, kw = _pair(kernel_size)
-        self.stride, self.padding, self.dilation = stride, padding, dilation
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kh, kw))
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        self.offset = nn.Conv2d(in_channels, 2 * kh * kw, kernel_size, stride=stride, padding=padding,
-                                dilation=dilation)
-        nn.init.zeros_(self.offset.weight)
-        nn.init.zeros_(self.offset.bias)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias)
+        self.offset = self._zero_conv(in_channels, 2)           # (dy, dx) per tap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return modulated_deform_conv2d(x, self.offset(x), None, self.weight, self.bias, self.stride, self.padding,
