@@ -154,10 +154,10 @@ def test_valid_segmentations_pass_the_check():
     assert segmentation_problem({"size": [64, 96], "counts": "PPYo0"}) is None
 
 
-def test_shipped_synthetic_annotations_pass_the_check():
-    files = sorted((ROOT / "data" / "demo").glob("**/*.json"))
-    files = [f for f in files if f.name.startswith("instances")]
-    if not files:
-        pytest.skip("no generated data under data/demo (make demo writes it)")
+def test_generated_synthetic_annotations_pass_the_check(tmp_path):
+    from ros_amf.data.synthetic.dataset import make_dataset
+    make_dataset(tmp_path, frames=4, seed=3, val_fraction=0.25, size=(128, 96), progress=False)
+    files = sorted(tmp_path.glob("coco/annotations/instances_*.json"))
+    assert len(files) == 2
     for path in files:
         read_coco_instances(path, "missing")
