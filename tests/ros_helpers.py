@@ -18,3 +18,18 @@ def spin_until(executor, condition: Callable[[], bool], timeout_s: float = 10.0)
 def wait_for_subscribers(executor, publisher, count: int = 1, timeout_s: float = 10.0) -> bool:
     """Discovery takes a moment even on loopback: wait until the publisher sees its subscribers."""
     return spin_until(executor, lambda: publisher.get_subscription_count() >= count, timeout_s)
+
+
+def start_tiny_semantic_graph(folder, *params: str):
+    """A real ros_amf_semantic node (tiny random-weight model, 19 Cityscapes classes) in its own process;
+    the caller stops it (``graph.stop()``)."""
+    import yaml
+
+    from runtime_helpers import TINY_SEMANTIC
+
+    from ros_amf.replay.harness import GraphProcess, node_command
+    config = folder / "semantic_tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY_SEMANTIC, "num_classes": 19}))
+    command = node_command("semantic", "ros_amf_semantic",
+                           [f"semantic.config:={config}", "torch_threads:=1", "camera_info_topic:=''", *params], None)
+    return GraphProcess("semantic", command, str(folder / "node.log")).start()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
-import yaml
 
+from ros_helpers import start_tiny_semantic_graph
 from rosbags_writer import stamp_of, write_image_bag
-from runtime_helpers import TINY_SEMANTIC
 
 from ros_amf.apps.replay import main
 from ros_amf.ros.kinds import KINDS
-from ros_amf.replay.harness import GraphProcess, node_command
 from ros_amf.replay.report import format_report, load_json
 from ros_amf.replay.session import read_readable_frames
 
@@ -47,13 +45,7 @@ LABELS_TOPIC = KINDS["semantic"].output_topics()[0]
 @pytest.fixture(scope="module")
 def semantic_graph(tmp_path_factory):
     """A real ros_amf_semantic node (tiny random-weight model) in its own process."""
-    folder = tmp_path_factory.mktemp("graph")
-    config = folder / "semantic_tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY_SEMANTIC, "num_classes": 19}))
-    command = node_command("semantic", "ros_amf_semantic",
-                           [f"semantic.config:={config}", "torch_threads:=1", "camera_info_topic:=''",
-                            "input_topic:=/camera/image_raw"], None)
-    graph = GraphProcess("semantic", command, str(folder / "node.log")).start()
+    graph = start_tiny_semantic_graph(tmp_path_factory.mktemp("graph"), "input_topic:=/camera/image_raw")
     yield graph
     graph.stop()
 

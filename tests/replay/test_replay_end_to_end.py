@@ -5,12 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import yaml
 
+from ros_helpers import start_tiny_semantic_graph
 from rosbags_writer import write_image_bag
-from runtime_helpers import TINY_SEMANTIC
 
-from ros_amf.replay.harness import GraphProcess, node_command
 from ros_amf.apps.replay import main
 from ros_amf.bags.reader import read_images
 from ros_amf.replay.report import load_json
@@ -22,13 +20,8 @@ FRAMES = 6
 
 @pytest.fixture(scope="module")
 def semantic_graph(tmp_path_factory):
-    """A real ros_amf_semantic node (tiny random-weight model, 19 Cityscapes classes) in its own process."""
-    folder = tmp_path_factory.mktemp("graph")
-    config = folder / "semantic_tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY_SEMANTIC, "num_classes": 19}))
-    command = node_command("semantic", "ros_amf_semantic",
-                           [f"semantic.config:={config}", "torch_threads:=1", "camera_info_topic:=''"], None)
-    graph = GraphProcess("semantic", command, str(folder / "node.log")).start()
+    """A real ros_amf_semantic node (tiny random-weight model) in its own process."""
+    graph = start_tiny_semantic_graph(tmp_path_factory.mktemp("graph"))
     yield graph
     graph.stop()
 
