@@ -1,19 +1,27 @@
 """Replay a recorded bag into the perception node.
 
-    ros2 launch ros_amf replay.launch.py bag:=/path/to/drive_mcap [rate:=1.0]
+    ros2 launch ros_amf replay.launch.py bag:=/path/to/drive_mcap [rate:=1.0] [respawn:=true] [respawn_delay:=2.0]
 
 The node part is the same graph as `ros-amf run --params launch/replay.yaml`; `ros-amf replay` does the
-whole replay (and its speed/accuracy report) without ros2 bag.
+whole replay (and its speed/accuracy report) without ros2 bag. respawn:=true restarts the node (not
+the player) when it exits.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 
+def perception_node(context):
+    # launch takes respawn_delay only as a number, so it is read from its argument when the file runs
+    return [Node(package="ros_amf", executable="perception_node", name="ros_amf_perception",
+                 parameters=[LaunchConfiguration("params_file")], output="screen",
+                 respawn=LaunchConfiguration("respawn"),
+                 respawn_delay=float(LaunchConfiguration("respawn_delay").perform(context)))]
+
+
 def generate_launch_description():
-    params_file = LaunchConfiguration("params_file")
     return LaunchDescription([
         DeclareLaunchArgument("bag", description="bag directory or .mcap file to play"),
         DeclareLaunchArgument("rate", default_value="1.0", description="playback rate factor"),
@@ -21,8 +29,9 @@ def generate_launch_description():
                               default_value=PathJoinSubstitution([FindPackageShare("ros_amf"), "launch",
                                                                   "replay.yaml"]),
                               description="ROS 2 parameter file of the node"),
-        Node(package="ros_amf", executable="perception_node", name="ros_amf_perception",
-             parameters=[params_file], output="screen"),
+        DeclareLaunchArgument("respawn", default_value="false", description="restart the node when it exits"),
+        DeclareLaunchArgument("respawn_delay", default_value="2.0", description="seconds before a restart"),
+        OpaqueFunction(function=perception_node),
         ExecuteProcess(cmd=["ros2", "bag", "play", LaunchConfiguration("bag"), "--rate", LaunchConfiguration("rate")],
                        output="screen"),
     ])

@@ -4,13 +4,12 @@
 file the launch files pass to their nodes. Each top-level key names one node (``/namespace/name`` or
 ``name``); its name says its kind (ros_amf.ros.kinds: ``ros_amf_perception``, ``ros_amf_instance``,
 ``ros_amf_semantic``, ``ros_amf_naive``), the namespace tells cameras apart. ``/**`` entries apply
-to every node. All nodes share one MultiThreadedExecutor.
+to every node. All nodes share one MultiThreadedExecutor; SIGINT and SIGTERM stop them cleanly.
 """
 from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,17 +91,21 @@ def start(planned: list[PlannedNode], context=None) -> list:
 
 
 def spin(planned: list[PlannedNode], duration_s: float = 0.0,
-         on_started: Callable[[list[str]], None] = lambda names: None) -> None:
-    """Start the planned nodes and spin them until Ctrl-C, or for ``duration_s`` seconds if > 0.
+         on_started: Callable[[list[str]], None] = lambda names: None) -> str:
+    """Start the planned nodes and spin them until SIGINT / SIGTERM, or for ``duration_s`` seconds if > 0.
 
     ``on_started`` gets the nodes' full names once all of them run; GraphStartError if one did not start.
+    On the way out every node logs and publishes its final stats (ros_amf.ros.graceful_stop). Returns
+    why it stopped: the signal's name, or 'duration'.
     """
     os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import MultiThreadedExecutor
+
+    from ros_amf.ros.graceful_stop import spin_until_stopped
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context)   # a context of our own: rclpy installs no signal handlers, graceful_stop does
     try:
         nodes = start(planned, context)
     except Exception as exc:
@@ -111,15 +114,10 @@ def spin(planned: list[PlannedNode], duration_s: float = 0.0,
     executor = MultiThreadedExecutor(num_threads=max(2, 2 * len(nodes)), context=context)
     for node in nodes:
         executor.add_node(node)
-    on_started([n.get_fully_qualified_name() for n in nodes])
-    deadline = time.monotonic() + duration_s if duration_s > 0 else None
     try:
-        while deadline is None or time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        return spin_until_stopped(executor, nodes, duration_s,
+                                  on_started=lambda: on_started([n.get_fully_qualified_name() for n in nodes]))
     finally:
-        executor.shutdown()
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=context)

@@ -368,7 +368,10 @@ class SemanticSegmentationNode(PerceptionNode):
 
 def _spin(node_class: type[PerceptionNode], argv: list[str] | None = None) -> int:
     from rclpy.executors import MultiThreadedExecutor
-    rclpy.init(args=argv)
+    from rclpy.signals import SignalHandlerOptions
+
+    from ros_amf.ros.graceful_stop import spin_until_stopped
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)   # graceful_stop handles the signals
     try:
         node = node_class()
     except Exception as exc:
@@ -378,9 +381,7 @@ def _spin(node_class: type[PerceptionNode], argv: list[str] | None = None) -> in
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
+        spin_until_stopped(executor, [node])   # SIGINT / SIGTERM: final stats logged and published
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -1,5 +1,6 @@
 """A checkpoint can never run code: a pickle whose reduce step would create a file is refused with one
-sentence, before anything runs, through the library loader, the command line and the node parameter."""
+sentence, before anything runs, through the library loader, the command line (``eval``, ``import-weights``)
+and the node parameter."""
 import itertools
 import subprocess
 import sys
@@ -50,6 +51,23 @@ def test_command_line_refuses_it_in_one_sentence(malicious, tmp_path):
     assert result.returncode != 0
     assert "was refused" in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists()
+
+
+def test_import_weights_refuses_a_model_zoo_pth_that_would_run_code(tmp_path):
+    """A detectron2-style .pth ({'model': state_dict}) with a reduce step hidden among its tensors."""
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "EVIL.pth"
+    torch.save({"model": {"backbone.stem.conv1.weight": torch.zeros(2), "backbone.res2.0.conv1.weight":
+                          _CreatesAFile(marker)}, "__author__": "someone"}, evil)
+    out = tmp_path / "imported" / "evil"
+    result = subprocess.run([sys.executable, "-m", "ros_amf.apps.cli", "import-weights", "sparseinst", str(evil),
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert "was refused: its pickle asks for code (io.open)" in message and str(evil) in message
+    assert "\n" not in message and "Traceback" not in message   # one sentence, no traceback
+    assert not marker.exists()
+    assert not out.with_suffix(".pt").exists() and not out.with_suffix(".yaml").exists()
 
 
 def test_node_parameter_refuses_it_and_the_node_does_not_come_up(ros_context, malicious):

@@ -71,6 +71,33 @@ def test_launch_file_and_ros_amf_run_start_the_same_nodes(launch_file):
         assert kind_of_executable(executable).kind == kinds[(ns, name)]
 
 
+def _declared_arguments(tree) -> dict[str, str | None]:
+    """name -> default value of every DeclareLaunchArgument with constant name and default."""
+    declared = {}
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument":
+            default = next((k.value for k in call.keywords if k.arg == "default_value"), None)
+            declared[_const(call.args[0], {})[0]] = default.value if isinstance(default, ast.Constant) else None
+    return declared
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_offers_respawn_off_by_default_with_a_delay(launch_file):
+    tree = ast.parse(launch_file.read_text())
+    declared = _declared_arguments(tree)
+    assert declared.get("respawn") == "false"
+    assert float(declared["respawn_delay"]) > 0
+    ours = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "Node"
+            and _const({k.arg: k.value for k in c.keywords}["package"], {}) == ["ros_amf"]]
+    assert ours
+    for call in ours:
+        kwargs = {k.arg: ast.unparse(k.value) for k in call.keywords}
+        assert kwargs.get("respawn") == "LaunchConfiguration('respawn')"
+        assert "respawn_delay" in kwargs
+    # launch takes respawn_delay only as a number: the argument's text is converted when the file runs
+    assert 'float(LaunchConfiguration("respawn_delay").perform(context))' in launch_file.read_text()
+
+
 @pytest.mark.parametrize("params_file", sorted(LAUNCH.glob("*.yaml")), ids=lambda p: p.name)
 def test_parameter_files_only_set_declared_parameters_with_their_types(params_file):
     for planned in launcher.plan(params_file):

@@ -2,6 +2,7 @@
 and a training run killed mid-way resumes with exactly the same loss curve."""
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -103,39 +104,62 @@ def _train_command(config: Path, data: Path, out: Path, *extra: str) -> list[str
             "--out", str(out), "--device", "cpu", "--threads", "1", "--no-progress", "--val-split", "", *extra]
 
 
+LOSS_KEYS = ("loss", "loss_cls", "loss_dice", "loss_mask", "loss_obj", "lr", "short_side")
+
+
+def _rows(run: Path) -> list[dict]:
+    """Every complete line of metrics.jsonl (the run may be writing the next one right now)."""
+    path = run / "metrics.jsonl"
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+
 def _losses(run: Path) -> dict[int, dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    keys = ("loss", "loss_cls", "loss_dice", "loss_mask", "loss_obj", "lr", "short_side")
-    return {row["iter"]: {k: row[k] for k in keys} for row in rows}
+    return {row["iter"]: {k: row[k] for k in LOSS_KEYS} for row in _rows(run)}
+
+
+def _assert_on_curve(rows: list[dict], full: dict[int, dict], when: str) -> None:
+    for row in rows:
+        for key in LOSS_KEYS:
+            assert row[key] == pytest.approx(full[row["iter"]][key], rel=1e-5, abs=1e-7), (when, row["iter"], key)
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
+def test_run_killed_at_random_iterations_resumes_on_the_same_loss_curve_each_time(tmp_path):
+    """SIGKILL at three iterations drawn from a fixed seed: the killed run, resumed after each kill,
+    logs exactly the rows of an uninterrupted run (dropout on, two input sizes, a worker process)."""
+    total, every = 12, 2
     root = write_shapes_dataset(tmp_path / "shapes", images=6)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
         "model": dict(TINY_MODEL, aspp_dropout=0.1),  # dropout on: the restored RNG state matters
-        "train": {"lr": 2e-3, "batch_size": 2, "max_iters": 9, "warmup_iters": 2, "milestones": [7],
-                  "min_sizes": [64, 96], "max_size": 96, "checkpoint_every": 3, "log_every": 1, "workers": 1}}))
+        "train": {"lr": 2e-3, "batch_size": 2, "max_iters": total, "warmup_iters": 2, "milestones": [9],
+                  "min_sizes": [64, 96], "max_size": 96, "checkpoint_every": every, "log_every": 1,
+                  "workers": 1}}))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run(_train_command(config, root, tmp_path / "full"), check=True, env=env, capture_output=True)
-    killed = subprocess.Popen(_train_command(config, root, tmp_path / "killed"), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = tmp_path / "killed" / "metrics.jsonl"
-    deadline = time.time() + 200
-    # row 4 is logged after the checkpoint of iteration 3 was written
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 4):
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert max(_losses(tmp_path / "killed")) < 9, "the run finished before it could be killed"
-    subprocess.run(_train_command(config, root, tmp_path / "killed", "--resume"), check=True, env=env,
-                   capture_output=True)
-    full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "killed")
-    assert sorted(resumed) == list(range(1, 10))
-    for iteration in range(1, 10):
-        for key, value in full[iteration].items():
-            assert resumed[iteration][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (iteration, key)
+    full = _losses(tmp_path / "full")
+    assert sorted(full) == list(range(1, total + 1))
+    # after row `every + 1` a checkpoint exists; the last kill leaves iterations to run after it
+    kill_points = sorted(random.Random(21).sample(range(every + 1, total - 1), 3))
+    run = tmp_path / "killed"
+    for number, kill_at in enumerate(kill_points):
+        resume = ["--resume"] if number else []
+        process = subprocess.Popen(_train_command(config, root, run, *resume), env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 200
+        while time.time() < deadline and process.poll() is None and max(_losses(run), default=0) < kill_at:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed at {kill_at}"
+        rows = _rows(run)
+        assert max(row["iter"] for row in rows) >= kill_at
+        _assert_on_curve(rows, full, f"killed at {kill_at}")
+    subprocess.run(_train_command(config, root, run, "--resume"), check=True, env=env, capture_output=True)
+    rows = _rows(run)
+    assert [row["iter"] for row in rows] == list(range(1, total + 1))   # no gap, no duplicate
+    _assert_on_curve(rows, full, "after the last resume")
 
 
 def test_resume_without_checkpoint_says_what_to_do(tmp_path, capsys):
