@@ -33,7 +33,8 @@ def rss_mb() -> float:
 
 
 def make_frames(count: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
-    """Smooth random street-like frames (a few distinct images, cycled)."""
+    """Smooth random noise frames (a few distinct images, cycled): cheap, for plumbing and memory runs;
+    speed comparisons use ``street_frames``, on which the trained models find instances."""
     rng = np.random.default_rng(seed)
     distinct = []
     for _ in range(min(count, 8)):
@@ -65,28 +66,36 @@ def in_worker_thread(function, *args):
     return box["value"]
 
 
-def bench_bare(engine: Engine, frames: list[np.ndarray]) -> float:
-    """Frames per second of the model forward(s) alone, on input tensors made beforehand; the forwards
-    the engine runs (its backend's, one joint forward in joint mode)."""
+def bare_inputs(engine: Engine, frames: list[np.ndarray]) -> dict[str, list[torch.Tensor]]:
+    """The network inputs of (up to 8 of) ``frames`` per task, made beforehand for the bare runs."""
     inputs = {task: [preprocess_numpy(f, "rgb8", size)[0].to(engine.device, engine.dtype) for f in frames[:8]]
               for task, size in engine.input_sizes.items()}
     if engine.config.channels_last:
         inputs = {task: [t.contiguous(memory_format=torch.channels_last) for t in tensors]
                   for task, tensors in inputs.items()}
+    return inputs
+
+
+def bench_bare(engine: Engine, frames: list[np.ndarray]) -> float:
+    """Frames per second of the model forward(s) alone, one frame at a time with torch's current thread
+    count, on input tensors made beforehand; the forwards the engine runs (its backend's, one joint
+    forward in joint mode). ``fair_benchmark.bench_bare_workers`` is the same in the workers' layout."""
+    inputs = bare_inputs(engine, frames)
     runs = engine.stages.runs
     with torch.inference_mode():
         for tasks, module in runs:
             module(inputs[tasks[0]][0])
-        _sync(engine)
+        sync_device(engine)
         start = time.perf_counter()
         for i in range(len(frames)):
             for tasks, module in runs:
                 module(inputs[tasks[0]][i % len(inputs[tasks[0]])])
-        _sync(engine)
+        sync_device(engine)
     return len(frames) / (time.perf_counter() - start)
 
 
-def _sync(engine: Engine) -> None:
+def sync_device(engine: Engine) -> None:
+    """Wait for the engine's GPU work (a no-op on CPU), so a timer stops when the work is done."""
     if engine.device.type == "cuda":
         torch.cuda.synchronize(engine.device)
 
@@ -240,10 +249,17 @@ def memory_run(make_engine, frames: list[np.ndarray], rate_hz: float, count: int
             "rss_slope_mb_per_1000_frames_second_half": slope}
 
 
+def street_frames(count: int, height: int, width: int, seed: int = 0, distinct: int = 8) -> list[np.ndarray]:
+    """Real synthetic street frames (cars, people, signs: what the shipped models were trained on), so a
+    benchmark runs the models on inputs that give instances; ``distinct`` rendered, then cycled."""
+    from ros_amf.data.synthetic.render import render_still
+    rendered = [render_still(seed, i, width=width, height=height).image for i in range(min(count, distinct))]
+    return [rendered[i % len(rendered)] for i in range(count)]
+
+
 def equality_frames(count: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
     """Real synthetic street frames (cars, people, signs) for the output-equality check of the backends."""
-    from ros_amf.data.synthetic.render import render_still
-    return [render_still(seed, i, width=width, height=height).image for i in range(count)]
+    return street_frames(count, height, width, seed, distinct=count)
 
 
 def measure_backends(make_engine: Callable[..., Engine], backends: list[str], frames: list[np.ndarray],

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from ros_amf.contract.input_size import Geometry, InputSize
-from ros_amf.contract.pixels import to_rgb
+from ros_amf.contract.pixels import PixelNormalisation, to_rgb
 from ros_amf.modeling.sparseinst.postprocess import masks_at_image_size, rank_candidates
 from ros_amf.runtime.backends import backend_runs, check_backend_name
 from ros_amf.runtime.cuda import PinnedRing, StreamSet
-from ros_amf.runtime.loading import LoadedModel, check_device, joint_model
+from ros_amf.runtime.loading import LoadedModel, check_device, joint_model, pixels_of
 from ros_amf.runtime.outputs import (BadModelOutput, FrameResult, HostCopy, NonFiniteOutput, SemanticOutput,
                                      instance_output, instance_table, semantic_labels)
 from ros_amf.runtime.preprocess import preprocess_numpy, preprocess_torch
@@ -143,6 +143,12 @@ class FrameStages:
             self.warnings += joint_warnings
         self.input_sizes, size_warnings = resolve_input_sizes(settings, self.models)
         self.warnings += size_warnings
+        # what each model's weights expect of a pixel (ImageNet mean/std, or e.g. [-1, 1] for EfficientNet-Lite)
+        self.pixels = {task: pixels_of(model.module) for task, model in self.models.items()}
+        if self.joint is not None:   # one backbone forward: the instance model's normalisation for both heads
+            self.pixels["semantic"] = self.pixels["instance"]
+        # one network input per distinct (size, normalisation); the combined node usually needs two
+        self.input_keys = {task: (self.input_sizes[task], self.pixels[task]) for task in self.input_sizes}
         # (tasks, module) per forward: joint mode runs one JointModel forward for both tasks
         runs = [(("instance", "semantic"), self.joint)] if self.joint is not None else \
             [((task,), model.module) for task, model in self.models.items()]
@@ -159,14 +165,14 @@ class FrameStages:
 
     def preprocess(self, frame: CameraFrame) -> PreparedFrame:
         start = time.perf_counter()
-        by_size: dict[InputSize, NetworkInput] = {}
+        by_key: dict[tuple[InputSize, PixelNormalisation], NetworkInput] = {}
         if not self.device_path:
-            for size in dict.fromkeys(self.input_sizes.values()):
-                tensor, geometry = preprocess_numpy(frame.image, frame.encoding, size)
+            for size, pixels in dict.fromkeys(self.input_keys.values()):
+                tensor, geometry = preprocess_numpy(frame.image, frame.encoding, size, pixels=pixels)
                 tensor = tensor.to(self.device, self.dtype)
                 if self.settings.channels_last:
                     tensor = tensor.contiguous(memory_format=torch.channels_last)
-                by_size[size] = NetworkInput(tensor, geometry)
+                by_key[size, pixels] = NetworkInput(tensor, geometry)
             ready = None
         else:
             # one host->device copy of the raw image, then every size is made from it on the device
@@ -176,12 +182,13 @@ class FrameStages:
                 begin = self.streams.record(stream)
                 device_image = host.to(self.device, non_blocking=True)
                 self.pinned.copied(slot, self.streams.record(stream))
-                for size in dict.fromkeys(self.input_sizes.values()):
-                    by_size[size] = NetworkInput(*preprocess_torch(device_image, frame.encoding, size, self.dtype,
-                                                                   self.settings.channels_last))
+                for size, pixels in dict.fromkeys(self.input_keys.values()):
+                    by_key[size, pixels] = NetworkInput(*preprocess_torch(device_image, frame.encoding, size,
+                                                                          self.dtype, self.settings.channels_last,
+                                                                          pixels=pixels))
                 ready = self.streams.record(stream)
             self.streams.mark_busy("copy+preprocess", begin, ready)
-        inputs = {task: by_size[size] for task, size in self.input_sizes.items()}
+        inputs = {task: by_key[key] for task, key in self.input_keys.items()}
         return PreparedFrame(frame, inputs, ready, {"preprocess": elapsed_ms(start)})
 
     def infer(self, prepared: PreparedFrame) -> InferredFrame:

@@ -307,3 +307,18 @@ def test_frames_still_inside_at_stop_are_counted_as_dropped():
     stats = engine.stats
     assert stats.frames_in == 3 == stats.frames_out + stats.frames_dropped + sum(stats.failed.values())
     assert engine.in_flight == 0
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_each_model_gets_the_pixel_normalisation_its_weights_expect(device_path):
+    """ImageNet mean/std for the instance model, [-1, 1] for a semantic model on EfficientNet-Lite-style weights:
+    one network input per (size, normalisation), on the CPU and the device path alike."""
+    semantic = tiny_semantic(pixel_normalisation={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]})
+    engine = Engine(EngineConfig(input_sizes=SIZES, device_path=device_path), instance=tiny_instance(),
+                    semantic=semantic)
+    white = np.full((64, 96, 3), 255, np.uint8)
+    prepared = engine.stages.preprocess(engine.make_frame(white, "rgb8"))
+    rh, rw = prepared.inputs["semantic"].geometry.resized_hw
+    assert torch.allclose(prepared.inputs["semantic"].tensor[0, :, :rh, :rw], torch.tensor(1.0))
+    imagenet_white = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(prepared.inputs["instance"].tensor[0, :, 0, 0], imagenet_white, atol=1e-5)
