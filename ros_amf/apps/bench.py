@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--instance-checkpoint", default="auto",
                         help="auto: the .pt beside the config (models/X.yaml -> models/X.pt), random weights when "
                              "there is none; empty: random weights (speed only)")
-    parser.add_argument("--semantic-config", default="models/fpn_afma_r18slim.yaml")
+    parser.add_argument("--semantic-config", default="models/fpn_afma_effl0.yaml")
     parser.add_argument("--semantic-checkpoint", default="auto")
     parser.add_argument("--image", default="480x640", help="camera image HxW")
     add_input_size_flags(parser, "each model config's input_size")

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / "data" / "demo"
 DEFAULT_OUT = ROOT / "out" / "demo"
 INSTANCE = ("models/amf_sparseinst_r18slim.yaml", "models/amf_sparseinst_r18slim.pt")
-SEMANTIC = ("models/fpn_afma_r18slim.yaml", "models/fpn_afma_r18slim.pt")
+SEMANTIC = ("models/fpn_afma_effl0.yaml", "models/fpn_afma_effl0.pt")
 # the preset's input size: small enough for a laptop CPU to keep up with the recorded 30 Hz
 DEMO_INPUT = (192, 256)
 

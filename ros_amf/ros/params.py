@@ -44,7 +44,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "then from the installed share/ros_amf.", _INST),
     ParamSpec("instance.checkpoint", "",
               "Instance checkpoint (.pt). Empty = random weights (plumbing tests only; a warning is logged).", _INST),
-    ParamSpec("semantic.config", "models/fpn_afma_r18slim.yaml", "Semantic model config (YAML, see models/).", _SEM),
+    ParamSpec("semantic.config", "models/fpn_afma_effl0.yaml", "Semantic model config (YAML, see models/).", _SEM),
     ParamSpec("semantic.checkpoint", "",
               "Semantic checkpoint (.pt). Empty = random weights (plumbing tests only; a warning is logged).", _SEM),
     ParamSpec("device", "cpu", "Torch device: cpu, cuda or cuda:N."),
