@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from ros_amf.apps.common import add_input_size_flags, input_size_from
-from ros_amf.contract.checkpoint import CheckpointError, load_checkpoint
+from ros_amf.contract.checkpoint import CheckpointError, load_checkpoint, sha256_of
 from ros_amf.contract.config import ConfigError
 from ros_amf.contract.input_size import plan_geometry
 from ros_amf.runtime.backends import backend_version, make_runner
-from ros_amf.runtime.backends_export import (INPUT_NAME, MAX_ABS_DIFF, OUTPUT_NAMES, export_onnx, file_sha256,
+from ros_amf.runtime.backends_export import (INPUT_NAME, MAX_ABS_DIFF, OUTPUT_NAMES, export_onnx,
                                              largest_difference, sample_input, torch_reference, weights_digest)
 from ros_amf.runtime.loading import LoadedModel, joint_model, load_model, read_model_config
 
@@ -133,7 +133,7 @@ def main(argv: list[str]) -> int:
     meta = {"kind": kind, "models": {t: m.name for t, m in models.items()}, "camera_hw": list(camera_hw),
             "input_size": [size.short_side, size.max_long_side], "input": {INPUT_NAME: [1, 3, *hw]},
             "outputs": list(OUTPUT_NAMES[kind]), "weights_sha256": weights_digest(module),
-            "onnx_sha256": file_sha256(args.out), "torch": torch.__version__, "checks": checks}
+            "onnx_sha256": sha256_of(args.out), "torch": torch.__version__, "checks": checks}
     Path(f"{args.out}.json").write_text(json.dumps(meta, indent=2))
     if failed:
         print(f"error: the exported graph does not reproduce torch; do not deploy {args.out}.", file=sys.stderr)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ros_amf.runtime.backends_export import file_sha256
+from ros_amf.contract.checkpoint import sha256_of
 
 META = "meta.json"
 
@@ -54,7 +54,7 @@ def inspect_entry(folder: Path, key: dict) -> tuple[dict | None, str]:
         if meta["key"] != key:
             return None, "stale"
         for name, digest in files.items():
-            if file_sha256(folder / name) != digest:
+            if sha256_of(folder / name) != digest:
                 return None, "corrupt"
     except (OSError, ValueError, KeyError, TypeError):
         return None, "corrupt"
@@ -75,7 +75,7 @@ def get_or_build(folder: Path, key: dict, build: Callable[[Path], dict]) -> Cach
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             extra = build(tmp) or {}
-            files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            files = {p.name: sha256_of(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             meta = {"key": key, "files": files, **extra}
             (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
             _replace_folder(tmp, folder, key)

@@ -160,18 +160,11 @@ def check_reproduces(reference: list[np.ndarray], outputs: list[np.ndarray], kin
     return worst
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def torch_export_version() -> str:
     return f"torch-{torch.__version__}-opset{OPSET}"
 
 
 __all__ = ["ExportForward", "INPUT_NAME", "MAX_ABS_DIFF", "OUTPUT_NAMES", "check_reproduces", "export_onnx",
-           "file_sha256", "graph_kind", "largest_difference", "outputs_from_arrays", "sample_input",
+           "graph_kind", "largest_difference", "outputs_from_arrays", "sample_input",
            "torch_export_version", "torch_reference", "weights_digest"]
