@@ -33,3 +33,23 @@ def start_tiny_semantic_graph(folder, *params: str):
     command = node_command("semantic", "ros_amf_semantic",
                            [f"semantic.config:={config}", "torch_threads:=1", "camera_info_topic:=''", *params], None)
     return GraphProcess("semantic", command, str(folder / "node.log")).start()
+
+
+def close_probed_node(graph) -> None:
+    """Shut down a test graph made of a node under test, its probe node and their one executor."""
+    graph.executor.shutdown()
+    graph.node.destroy_node()
+    graph.probe.destroy_node()
+
+
+def made_and_closed(make_one):
+    """For a fixture: yields a ``make(*args, **params)`` that builds graphs with ``make_one``, and closes
+    every graph made once the test ends (``yield from made_and_closed(...)``)."""
+    made = []
+
+    def make(*args, **params):
+        made.append(make_one(*args, **params))
+        return made[-1]
+    yield make
+    for graph in made:
+        graph.close()

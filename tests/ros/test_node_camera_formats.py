@@ -28,7 +28,7 @@ from ros_amf.bags.writer import BagWriter
 from ros_amf.data.synthetic.render import render_still
 from ros_amf.ros.node import PerceptionNode
 from ros_amf_msgs.msg import InstanceSegmentation
-from ros_helpers import spin_until, wait_for_subscribers
+from ros_helpers import close_probed_node, made_and_closed, spin_until, wait_for_subscribers
 from runtime_helpers import tiny_instance, tiny_semantic
 
 pytestmark = pytest.mark.ros
@@ -75,21 +75,12 @@ class Graph:
         return not expect or spin_until(self.executor, lambda: len(self.got["labels"]) > before, 30)
 
     def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.probe.destroy_node()
+        close_probed_node(self)
 
 
 @pytest.fixture
 def graph(ros_context):
-    graphs = []
-
-    def make(**params):
-        graphs.append(Graph(ros_context, **params))
-        return graphs[-1]
-    yield make
-    for g in graphs:
-        g.close()
+    yield from made_and_closed(lambda **params: Graph(ros_context, **params))
 
 
 def _jpeg_bag(path, frames=3):

@@ -13,7 +13,7 @@ from std_msgs.msg import Header
 from ros_amf_msgs.msg import InstanceSegmentation, LabelInfo, PipelineStats
 from ros_amf.ros.naive_node import NaivePerceptionNode
 from ros_amf.ros.node import InstanceSegmentationNode, PerceptionNode, SemanticSegmentationNode
-from ros_helpers import spin_until, wait_for_subscribers
+from ros_helpers import close_probed_node, made_and_closed, spin_until, wait_for_subscribers
 from runtime_helpers import ScriptedSemanticModel, scripted, tiny_instance, tiny_semantic
 
 pytestmark = pytest.mark.ros
@@ -72,21 +72,12 @@ class Graph:
         return True
 
     def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.probe.destroy_node()
+        close_probed_node(self)
 
 
 @pytest.fixture
 def graph(ros_context):
-    graphs = []
-
-    def make(**kwargs):
-        graphs.append(Graph(ros_context, **kwargs))
-        return graphs[-1]
-    yield make
-    for g in graphs:
-        g.close()
+    yield from made_and_closed(lambda **kwargs: Graph(ros_context, **kwargs))
 
 
 def test_outputs_carry_the_input_header_and_the_input_size(graph):

@@ -19,7 +19,7 @@ from std_msgs.msg import Header
 
 from ros_amf_msgs.msg import InstanceSegmentation, LabelInfo, PipelineStats
 from ros_amf.ros.node import PerceptionNode
-from ros_helpers import spin_until, wait_for_subscribers
+from ros_helpers import close_probed_node, made_and_closed, spin_until, wait_for_subscribers
 from runtime_helpers import ScriptedInstanceModel, scripted, tiny_semantic
 
 pytestmark = pytest.mark.ros
@@ -95,21 +95,12 @@ class World:
         return values[-1] if values else None
 
     def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.probe.destroy_node()
+        close_probed_node(self)
 
 
 @pytest.fixture
 def world(ros_context):
-    made = []
-
-    def make(ns=None, **params):
-        made.append(World(ros_context, ns, **params))
-        return made[-1]
-    yield make
-    for w in made:
-        w.close()
+    yield from made_and_closed(lambda ns=None, **params: World(ros_context, ns, **params))
 
 
 def test_a_default_qos_subscriber_receives_every_output_topic(world):
