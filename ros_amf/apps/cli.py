@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model-info": ("ros_amf.apps.model_info", "parameters and GFLOPs per module of a model config"),
     "train instance": ("ros_amf.apps.train:main_instance", "train SparseInst / AMF-SparseInst"),
     "train semantic": ("ros_amf.apps.train:main_semantic", "train a semantic host network with or without AFMA"),
+    "train joint": ("ros_amf.apps.train:main_joint", "train both heads on one shared backbone"),
     "eval instance": ("ros_amf.apps.eval_instance", "COCO mask AP of an instance checkpoint (pycocotools)"),
     "eval semantic": ("ros_amf.apps.eval_semantic", "mIoU / mIoU_S / mIoU_L of a semantic checkpoint"),
     "eval ceiling": ("ros_amf.apps.eval_ceiling", "mask AP a perfect SparseInst could reach at an input size"),

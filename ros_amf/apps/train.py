@@ -1,8 +1,10 @@
-"""``ros-amf train instance`` and ``ros-amf train semantic``: one command line over one training loop.
+"""``ros-amf train instance|semantic|joint``: one command line over one training loop.
 
     ros-amf train instance --config models/amf_sparseinst_r18slim.yaml --data DATA/coco --out runs/amf
     ros-amf train semantic --config models/fpn_afma_r18slim.yaml --data DATA --dataset cityscapes \\
         --out runs/fpn_afma --recipe adam --iterations 2000
+    ros-amf train joint --config models/joint_effl0.yaml --data DATA --out runs/joint \
+        --init-instance models/amf_sparseinst_effl0.pt --init-semantic models/fpn_afma_effl0.pt
     torchrun --nproc-per-node 8 -m ros_amf.apps.cli train instance --config ... (DDP)
 
 The YAML has a ``model:`` and a ``train:`` section (see models/); the flags below override single
@@ -24,7 +26,7 @@ import torch
 
 from ros_amf.contract.checkpoint import CheckpointError, sha256_of
 from ros_amf.evaluation.semantic import SMALL_CLASS_IDS, open_semantic_dataset, open_semantic_folder, small_ids_of
-from ros_amf.training import instance, semantic
+from ros_amf.training import instance, joint, semantic
 from ros_amf.training.config import TrainConfig, load_run_config, with_overrides
 from ros_amf.training.fit import FitResult, checkpoint_to_resume, fit
 
@@ -51,6 +53,12 @@ def build_parser(task: str) -> argparse.ArgumentParser:
         p.add_argument("--images", type=Path, help="the image folder the --ann file's file_name fields are under")
         p.add_argument("--val-ann", type=Path, help="validation COCO JSON with --ann (default: no validation)")
         p.add_argument("--val-images", type=Path, help="validation image folder (default: --images)")
+    elif task == "joint":
+        p.add_argument("--data", type=Path, required=True,
+                       help="a make-data --out directory: coco/ (instances) and cityscapes/ (labels) of the same images")
+        p.add_argument("--init-instance", type=Path, help="start from this instance checkpoint (its backbone is kept)")
+        p.add_argument("--init-semantic", type=Path, help="and this semantic checkpoint (its heads); with --init-instance")
+        p.add_argument("--semantic-weight", type=float, default=1.0, help="loss = instance + this x semantic")
     else:
         p.add_argument("--data", type=Path,
                        help="dataset root (a make-data --out directory or the dataset folder)")
@@ -127,7 +135,27 @@ def _check_data_flags(args: argparse.Namespace, own: tuple[str, ...]) -> bool:
     return bool(given)
 
 
+def make_joint_task(args: argparse.Namespace, model_cfg) -> joint.JointTask:
+    from ros_amf.data.datasets.cityscapes import CityscapesDataset
+    from ros_amf.data.datasets.paired import PairedAnnotations
+    if (args.init_instance is None) != (args.init_semantic is None):
+        raise ValueError("--init-instance and --init-semantic go together; pass both trained checkpoints or neither.")
+
+    def paired(split: str) -> PairedAnnotations:
+        coco, _ = instance.open_dataset("coco", args.data / "coco", split)
+        return PairedAnnotations(coco, CityscapesDataset(args.data / "cityscapes", split, instances=False))
+
+    train_set = paired(args.split)
+    val = instance.coco_validation_files(args.data / "coco", args.val_split) if args.val_split else None
+    val_set = open_semantic_dataset("cityscapes", args.data / "cityscapes", args.val_split) if args.val_split else None
+    parts = (args.init_instance, args.init_semantic) if args.init_instance is not None else None
+    return joint.JointTask(model_cfg, train_set, val, val_set, small_ids_of(train_set, "cityscapes"),
+                           semantic_weight=args.semantic_weight, init_parts=parts)
+
+
 def make_task(name: str, args: argparse.Namespace, model_cfg):
+    if name == "joint":
+        return make_joint_task(args, model_cfg)
     if name == "instance":
         if _check_data_flags(args, ("ann", "images")):
             train_set, class_names = instance.open_coco_files(args.ann, args.images)
@@ -159,7 +187,7 @@ def report(result: FitResult, args: argparse.Namespace) -> None:
     print(f"trained to iteration {result.iteration} in {result.train_seconds / 60:.1f} min in all; fp16 model "
           f"{result.exported} (sha256 {sha256_of(result.exported)[:12]}); skipped steps (non-finite): "
           f"{result.skipped_steps}")
-    if args.export:
+    if args.export and args.export.is_file():
         print(f"exported {args.export} ({args.export.stat().st_size / 2 ** 20:.1f} MiB)")
 
 
@@ -184,12 +212,18 @@ def run(task_name: str, argv: list[str]) -> int:
             str(getattr(args, "ann", None) or getattr(args, "labels", None))
         meta = {"command": f"ros-amf train {task_name} " + " ".join(argv), "data": data, "split": args.split}
         result = fit(task, cfg, args.out, resume=args.resume, init=args.init, device=args.device,
-                     progress=not args.no_progress, meta=meta, export_to=args.export)
+                     progress=not args.no_progress, meta=meta,
+                     export_to=args.export if task_name != "joint" else None)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:  # ConfigError, WeightFileError: ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if main_process:
         report(result, args)
+        if task_name == "joint":
+            # what the tools and the node load: one ordinary checkpoint per head, identical backbones
+            target = args.export.with_suffix("") if args.export else args.out / "model"
+            for path in joint.export_parts(result.model, task, target.parent, target.name, meta=result.summary):
+                print(f"exported {path} ({path.stat().st_size / 2 ** 20:.1f} MiB)")
     return 0
 
 
@@ -199,3 +233,7 @@ def main_instance(argv: list[str]) -> int:
 
 def main_semantic(argv: list[str]) -> int:
     return run("semantic", argv)
+
+
+def main_joint(argv: list[str]) -> int:
+    return run("joint", argv)

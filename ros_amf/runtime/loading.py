@@ -28,6 +28,8 @@ from ros_amf.runtime.outputs import palette
 _BUILDERS = {
     "instance": ("ros_amf.modeling.sparseinst.model", "InstanceModelConfig", "build_instance_model"),
     "semantic": ("ros_amf.modeling.semantic.model", "SemanticModelConfig", "build_semantic_model"),
+    # the shared-backbone model is trained as one; it ships as an instance and a semantic checkpoint
+    "joint": ("ros_amf.modeling.joint", "JointModelConfig", "build_joint_model"),
 }
 
 
@@ -114,8 +116,9 @@ def read_checkpoint(path: str | Path, task: str) -> dict[str, Any]:
 def load_model(task: str, config_path: str | Path | None, checkpoint_path: str | Path | None,
                device: str | torch.device = "cpu") -> LoadedModel:
     """Build the model of ``task`` and load its weights; raise CheckpointError on any mismatch."""
-    if task not in _BUILDERS:
-        raise ValueError(f"task '{task}' is unknown; use 'instance' or 'semantic'.")
+    if task not in ("instance", "semantic"):
+        raise ValueError(f"task '{task}' is unknown; use 'instance' or 'semantic' (a shared-backbone model ships "
+                         "as one checkpoint of each).")
     if not config_path and not checkpoint_path:
         raise CheckpointError(f"no {task} model given; set the {task}.config parameter (a models/*.yaml file) "
                               f"and/or {task}.checkpoint (a models/*.pt file).")
@@ -189,10 +192,10 @@ def _norm(value: Any) -> Any:
 
 
 def find_backbone(module: nn.Module) -> tuple[str, nn.Module] | None:
-    """The top-level child that is a ResNetEncoder (the shared contract), if any."""
-    from ros_amf.modeling.backbones.resnet import ResNetEncoder
+    """The top-level child that is a backbone encoder (ResNet or EfficientNet-Lite), if any."""
+    from ros_amf.modeling.backbones.build import ENCODER_TYPES
     for name, child in module.named_children():
-        if isinstance(child, ResNetEncoder):
+        if isinstance(child, ENCODER_TYPES):
             return name, child
     return None
 
@@ -254,7 +257,7 @@ def joint_model(instance: nn.Module, semantic: nn.Module) -> tuple[JointModel, l
     """
     found_i, found_s = find_backbone(instance), find_backbone(semantic)
     if found_i is None or found_s is None:
-        raise ValueError("joint mode needs both models to hold a ResNetEncoder backbone as a direct child; "
+        raise ValueError("joint mode needs both models to hold a backbone encoder as a direct child; "
                          "set joint to false.")
     (name_i, bb_i), (name_s, bb_s) = found_i, found_s
     state_i, state_s = bb_i.state_dict(), bb_s.state_dict()

@@ -108,7 +108,10 @@ class SemanticSegmentationModel(nn.Module):
         self.afma = afma
 
     def forward(self, images: torch.Tensor) -> dict:
-        features = self.encoder(images)
+        return self.heads(images, self.encoder(images))
+
+    def heads(self, images: torch.Tensor, features: list[torch.Tensor]) -> dict:
+        """Everything after the encoder (a shared-backbone model calls this with its own features)."""
         host_logits = self.head(self.decoder(features), images.shape[-2:])
         if self.afma is None:
             return {"logits": host_logits, "host_logits": host_logits, "afma": None}

@@ -104,7 +104,10 @@ class SparseInst(nn.Module):
         if height % 32 or width % 32:
             raise ValueError(f"input size {height}x{width} is not a multiple of 32; pad the batch "
                              "(ros_amf.runtime.preprocess does) before calling the model.")
-        features = self.backbone(images)
+        return self.heads(self.backbone(images))
+
+    def heads(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Everything after the backbone (a shared-backbone model calls this with its own features)."""
         return self.decoder(self.encoder(*features[3:6]))
 
 
