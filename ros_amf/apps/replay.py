@@ -28,7 +28,7 @@ from ros_amf.ros.kinds import KINDS
 
 DEFAULT_PARAMS_FILE = "launch/replay.yaml"
 # node kinds --node may start; the naive node is chosen with --graph naive/both
-NODE_CHOICES = tuple(kind for kind in KINDS if kind != "naive")
+NODE_CHOICES = tuple(kind for kind, k in KINDS.items() if kind != "naive" and not k.multi_camera)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'reliable' (default) lets the node's frame-dropping policy decide; 'sensor_data' "
                         "(best effort, like a camera driver) adds the transport's losses of large images")
     g.add_argument("--output-topic", action="append", default=[],
-                   help="output topic to match (repeatable; default: the node's instances/labels)")
+                   help="output topic to match (repeatable; default: the started node's instances/labels, or for "
+                        "--graph running those beside --input-topic, e.g. /camera/instances and /camera/labels)")
     g.add_argument("--graph-pid", type=int, help="--graph running: pid of the graph process, for CPU/RSS")
     g.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for the graph to appear")
     g.add_argument("--output-timeout", type=float, default=3.0, help="an output later than this counts as dropped")
@@ -146,7 +147,7 @@ def _replay(args: argparse.Namespace) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     node_params = {"input_qos": args.qos, "output_qos": args.qos, **params}  # the user's -p wins
     if args.graph == "running":
-        specs = [session.running_graph(args.node, params, args.output_topic, args.graph_pid)]
+        specs = [session.running_graph(args.node, params, args.output_topic, args.graph_pid, args.input_topic)]
     else:
         kinds = {"both": ["perception", "naive"], "naive": ["naive"]}.get(args.graph, [args.node])
         specs = [session.started_graph("naive" if kind == "naive" else "pipelined", kind, node_params,

@@ -144,9 +144,15 @@ def started_graph(name: str, kind: str, params: Mapping[str, str], params_file: 
 
 
 def running_graph(kind: str, params: Mapping[str, str], output_topics: Sequence[str] = (),
-                  pid: int | None = None) -> GraphSpec:
-    """A graph somebody else started; ``pid`` (if known) lets the session sample its CPU and memory."""
-    return GraphSpec("running", list(output_topics) or KINDS[kind].output_topics(), pid=pid,
+                  pid: int | None = None, input_topic: str = "/camera/image_raw") -> GraphSpec:
+    """A graph somebody else started; ``pid`` (if known) lets the session sample its CPU and memory.
+
+    Without ``output_topics``, the outputs are looked for beside the input, in its namespace: a node started
+    from launch/perception.yaml reads /camera/image_raw and writes /camera/instances and /camera/labels
+    (its topic names are relative)."""
+    namespace = input_topic.rstrip("/").rsplit("/", 1)[0]
+    beside_input = [namespace + topic[topic.rindex("/"):] for topic in KINDS[kind].output_topics()]
+    return GraphSpec("running", list(output_topics) or beside_input, pid=pid,
                      model=model_metadata(params, kind))
 
 

@@ -57,3 +57,12 @@ def test_parameters_and_bag_hash(tmp_path):
     assert len(digest) == 64 and digest == file_sha256(bag)
     (bag / "metadata.yaml").write_text((bag / "metadata.yaml").read_text() + "\n")
     assert file_sha256(bag) != digest
+
+
+def test_a_running_graph_is_looked_for_beside_the_input_topic_like_a_launched_node_publishes():
+    from ros_amf.replay.session import running_graph
+    # launch/perception.yaml: the node in /camera reads /camera/image_raw and writes /camera/instances, /camera/labels
+    assert running_graph("perception", {}).output_topics == ["/camera/instances", "/camera/labels"]
+    assert running_graph("semantic", {}, input_topic="/front/image_raw").output_topics == ["/front/labels"]
+    assert running_graph("instance", {}, input_topic="/image_raw").output_topics == ["/instances"]
+    assert running_graph("semantic", {}, ["/x/labels"], input_topic="/front/image_raw").output_topics == ["/x/labels"]

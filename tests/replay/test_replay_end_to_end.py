@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from ros_amf.ros.kinds import KINDS
+
 from ros_helpers import start_tiny_semantic_graph
 from rosbags_writer import write_image_bag
 
@@ -29,7 +31,9 @@ def semantic_graph(tmp_path_factory):
 def replay(bag, graph, out, *extra) -> dict:
     code = main([str(bag), "--graph", "running", "--node", "semantic", "--graph-pid", str(graph.pid),
                  "--mode", "fast", "--warmup", "1", "--idle-seconds", "0.3", "--start-timeout", "60",
-                 "--output-timeout", "10", "--json", str(out), *extra])
+                 "--output-timeout", "10", "--json", str(out),
+                 # the test graph's outputs sit under its node name (harness.node_command remaps them there)
+                 "--output-topic", KINDS["semantic"].output_topics()[0], *extra])
     assert code == 0, graph.log_tail()
     return load_json(out)
 
