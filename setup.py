@@ -28,5 +28,6 @@ setup(
         "instance_node = ros_amf.ros.node:main_instance",
         "semantic_node = ros_amf.ros.node:main_semantic",
         "naive_node = ros_amf.ros.naive_node:main",
+        "multi_camera_node = ros_amf.ros.multi_camera_node:main",
     ]},
 )

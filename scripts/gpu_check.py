@@ -4,9 +4,10 @@
 Run by scripts/gpu_check.sh on the lent GPU machine (no network; its preinstalled torch, no venv).
 Steps: runtime tests; CUDA-vs-CPU output equality (shipped checkpoints, synthetic street frames);
 pipelined-vs-synchronous equality; the CUDA stream sanitizer (TORCH_CUDA_SANITIZER, in a child
-process); bare FPS per model at 640 and 1280x720 in fp16, eager and CUDA graph; pipelined / bare /
-naive; end-to-end p50/p99 at a paced 30 Hz and at 80 % of the pipelined peak; and the real overlap of
-the two models' streams, from the kernel intervals of a profiler trace (not from event spans).
+process); bare FPS per model at 640 and 1280x720 in fp16, eager and CUDA graph (runtime.compile;
+--compile none,cudagraphs,inductor adds inductor); pipelined / bare / naive; end-to-end p50/p99 at a
+paced 30 Hz and at 80 % of the pipelined peak; and the real overlap of the two models' streams, from
+the kernel intervals of a profiler trace (not from event spans).
 
 Without CUDA, or with --dry-run, the same steps run on the CPU at small sizes and few frames (the
 plumbing check CI runs); figures from a dry run say nothing about a GPU. A step that fails is
@@ -34,6 +35,7 @@ import torch  # noqa: E402
 from ros_amf.contract.input_size import InputSize  # noqa: E402
 from ros_amf.runtime.benchmark import (bench_bare, bench_naive, bench_pipelined, equality_frames,  # noqa: E402
                                        make_frames, output_agreement, result_equality, stream_overlap)
+from ros_amf.runtime.compile import COMPILE_MODES, compile_forward  # noqa: E402
 from ros_amf.runtime.loading import load_model  # noqa: E402
 from ros_amf.runtime.pipeline import Engine, EngineConfig  # noqa: E402
 
@@ -144,8 +146,13 @@ def _timed(run, iters: int, device: str) -> float:
     return iters / (time.perf_counter() - start)
 
 
+FPS_KEYS = {"none": "eager_fps", "cudagraphs": "cuda_graph_fps", "inductor": "inductor_fps"}
+
+
 def step_bare_fps(plan: Plan, args) -> dict:
-    """Forward alone on a fixed input, eager and replayed from a captured CUDA graph."""
+    """Forward alone on a fixed input, eager and in each other --compile mode through the runtime's own
+    compiled forwards (ros_amf.runtime.compile): CUDA-graph replay (input copy and output clones included,
+    as in the engine) and, when asked, inductor. A mode that cannot run says why in place of a number."""
     dtype = torch.float16 if plan.precision == "fp16" else torch.float32
     table = {}
     for name, task in plan.speed_models.items():
@@ -154,30 +161,23 @@ def step_bare_fps(plan: Plan, args) -> dict:
             height = -(-size.short_side // 32) * 32
             width = -(-size.max_long_side // 32) * 32
             static = torch.zeros(1, 3, height, width, device=plan.device, dtype=dtype)
-            row = {"input_hw": [height, width]}
-            with torch.inference_mode():
-                for _ in range(3):
-                    module(static)
-                row["eager_fps"] = _timed(lambda: module(static), plan.timed_iters, plan.device)
-                row["cuda_graph_fps"] = _graph_fps(module, static, plan) if plan.device == "cuda" else None
+            row: dict = {"input_hw": [height, width]}
+            for mode in args.compile.split(","):
+                notes: list[str] = []
+                forward = compile_forward(module, mode, torch.device(plan.device), f"{name} model", notes)
+                with torch.inference_mode():
+                    if mode == "none" or forward is not module:
+                        for _ in range(3):
+                            forward(static)
+                    fell_back = mode != "none" and (forward is module or getattr(forward, "fallback_reason", None))
+                    row[FPS_KEYS[mode]] = None if fell_back else \
+                        _timed(lambda: forward(static), plan.timed_iters, plan.device)
+                if notes:
+                    row[f"{mode}_note"] = " ".join(notes)
+            if row.get("eager_fps") and row.get("cuda_graph_fps"):
+                row["cuda_graph_over_eager"] = row["cuda_graph_fps"] / row["eager_fps"]
             table[f"{name} @ {size_name}"] = row
     return table
-
-
-def _graph_fps(module, static: torch.Tensor, plan: Plan) -> float | str:
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):       # warm-up on a side stream, as capture requires
-            for _ in range(3):
-                module(static)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            module(static)
-        return _timed(graph.replay, plan.timed_iters, plan.device)
-    except Exception as exc:        # a model that cannot be captured is a finding, not a crash
-        return f"capture failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
 
 
 def step_pipelined_bare_naive(plan: Plan, args) -> dict:
@@ -254,8 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="gpu_check.json", help="JSON report")
     parser.add_argument("--budget-s", type=float, default=450.0, help="skip the steps left once this is spent")
     parser.add_argument("--test-timeout", type=float, default=240.0, help="seconds for each child process")
+    parser.add_argument("--compile", default="none,cudagraphs",
+                        help="modes of the bare-FPS step, comma-separated: none (eager), cudagraphs, inductor")
     parser.add_argument("--sanitizer-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    modes = args.compile.split(",")
+    if "none" not in modes or not set(modes) <= set(COMPILE_MODES):
+        parser.error(f"--compile takes none (the eager reference) and any of {', '.join(COMPILE_MODES)}, "
+                     "comma-separated.")
     plan = Plan(dry=args.dry_run or not torch.cuda.is_available())
     if args.sanitizer_child:
         return sanitizer_child(plan)

@@ -18,9 +18,10 @@ pipelined rate (latest-frame policy, frames drop) and samples the process RSS to
 ``--ros`` repeats pipelined/naive with the real nodes over rclpy topics (DDS included), through the
 replay harness. ``--backend all`` instead measures each inference backend (torch, onnxruntime,
 openvino: ros_amf.runtime.backends) bare and pipelined in interleaved rounds, with the same thread
-layout, and checks on real synthetic frames that each reproduces torch's outputs. The measurements live in
-ros_amf.runtime.benchmark and ros_amf.runtime.fair_benchmark; this module reads the flags, runs them in
-order and reports.
+layout, and checks on real synthetic frames that each reproduces torch's outputs; ``--compile
+none,inductor`` does the same for the torch forward's compile modes (ros_amf.runtime.compile). The
+measurements live in ros_amf.runtime.benchmark and ros_amf.runtime.fair_benchmark; this module reads
+the flags, runs them in order and reports.
 
 GPU runs (the issue's targets), e.g.:
   ros-amf bench runtime --device cuda --precision fp16 --channels-last --tasks instance \
@@ -44,7 +45,8 @@ import torch
 from ros_amf.apps.common import add_input_size_flags, input_size_from
 from ros_amf.runtime.backends import BACKENDS, CHOICES, backend_version
 from ros_amf.runtime.benchmark import (bench_bare, bench_naive, bench_pipelined, equality_frames, in_worker_thread,
-                                       measure_backends, memory_run, output_agreement, stream_overlap, street_frames)
+                                       measure_variants, memory_run, output_agreement, stream_overlap, street_frames)
+from ros_amf.runtime.compile import COMPILE_MODES
 from ros_amf.runtime.fair_benchmark import bench_bare_workers, describe_layout, dispatches_per_forward, paced_latency
 from ros_amf.runtime.loading import load_model
 from ros_amf.runtime.pipeline import Engine, EngineConfig
@@ -72,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--joint", action="store_true")
     parser.add_argument("--backend", choices=CHOICES + ("all",), default="torch",
                         help="who runs the forward; 'all' compares every installed backend (bare and pipelined)")
+    parser.add_argument("--compile", default="none",
+                        help="torch forward of every model: none | inductor | cudagraphs (CUDA only); several, "
+                             "comma-separated (none,inductor), are measured bare and pipelined in one run, outputs "
+                             "compared with the first's")
     parser.add_argument("--equality-frames", type=int, default=4,
                         help="--backend all: synthetic street frames of the output-equality check")
     parser.add_argument("--score-threshold", type=float, default=0.3)
@@ -121,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.paced_seconds > 0 and (args.paced_hz <= 0 or not 0 < args.paced_peak_fraction <= 1):
         parser.error("--paced-hz must be above 0 and --paced-peak-fraction in (0, 1]; "
                      "use --paced-seconds 0 to skip the paced latency runs.")
+    compile_modes = args.compile.split(",")
+    if any(mode not in COMPILE_MODES for mode in compile_modes) or (len(compile_modes) > 1 and args.backend == "all"):
+        parser.error(f"--compile takes one or more of {', '.join(COMPILE_MODES)}, comma-separated, and several "
+                     "modes cannot be combined with --backend all; measure one of the two at a time.")
     height, width = (int(v) for v in args.image.split("x"))
     tasks = ["instance", "semantic"] if args.tasks == "both" else [args.tasks]
     checkpoints = {t: checkpoint_for(getattr(args, f"{t}_config"), getattr(args, f"{t}_checkpoint")) for t in tasks}
@@ -129,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                           device=args.device, precision=args.precision, channels_last=args.channels_last,
                           joint=args.joint, score_threshold=args.score_threshold, lossless=True,
                           backend="torch" if args.backend == "all" else args.backend,
+                          compile={t: compile_modes[0] for t in tasks},
                           inference_workers=args.workers, record_stream_times=args.device.startswith("cuda"))
 
     def make_engine(**changes):
@@ -143,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench runtime: {', '.join(f'{t}={m.name}' for t, m in models.items())}, weights {weights}, image "
           f"{height}x{width} (synthetic street frames), input {sizes}, device {args.device}, {args.frames} frames, "
           f"{os.cpu_count()} cores", flush=True)
-    if args.backend == "all":
-        return compare_backends(args, make_engine, frames, (height, width), models, config)
+    if args.backend == "all" or len(compile_modes) > 1:
+        return compare_backends(args, make_engine, frames, (height, width), models, config,
+                                compile_modes if len(compile_modes) > 1 else None)
     report, pipe_engine = compare_modes(args, make_engine, frames)
     report.update({"backend": pipe_engine.stages.backend, "device": args.device, "image_hw": [height, width],
                    "models": {t: m.name for t, m in models.items()}, "checkpoints": checkpoints,
@@ -265,21 +277,28 @@ def format_dispatches(counts: dict) -> str:
 
 
 def compare_backends(args: argparse.Namespace, make_engine, frames: list[np.ndarray], camera_hw: tuple[int, int],
-                     models: dict, config: EngineConfig) -> int:
-    """``--backend all``: every installed backend bare and pipelined, and its outputs against torch's."""
-    backends = []
-    for backend in BACKENDS:
-        try:
-            backend_version(backend)
-            backends.append(backend)
-        except ImportError as exc:
-            print(f"skipping: {exc}")
-    report = measure_backends(make_engine, backends, frames, equality_frames(args.equality_frames, *camera_hw),
+                     models: dict, config: EngineConfig, compile_modes: list[str] | None = None) -> int:
+    """``--backend all``: every installed backend bare and pipelined, and its outputs against torch's; or, with
+    several ``--compile`` modes, the torch forward in each mode against the first."""
+    if compile_modes:
+        variants = {f"compile {m}": {"compile": {t: m for t in models}} for m in compile_modes}
+        versions = {"torch": torch.__version__}
+    else:
+        variants, versions = {}, {}
+        for backend in BACKENDS:
+            try:
+                versions[backend] = backend_version(backend)
+                variants[backend] = {"backend": backend}
+            except ImportError as exc:
+                print(f"skipping: {exc}")
+    report = measure_variants(make_engine, variants, frames, equality_frames(args.equality_frames, *camera_hw),
                               args.rounds, args.threads or os.cpu_count() or 1, message_filler())
     report.update({"device": args.device, "image_hw": list(camera_hw), "frames": args.frames,
                    "models": {t: m.name for t, m in models.items()}, "joint": args.joint,
                    "input_sizes": {t: [s.short_side, s.max_long_side] for t, s in config.input_sizes.items()},
-                   "versions": {b: backend_version(b) for b in backends}})
+                   "versions": versions, "load_average": os.getloadavg()})
+    if not compile_modes:
+        report["backends"] = report["variants"]      # the key earlier reports used
     print(format_backends(report))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -289,16 +308,21 @@ def compare_backends(args: argparse.Namespace, make_engine, frames: list[np.ndar
 
 
 def format_backends(report: dict) -> str:
-    """The backend table: FPS bare and pipelined, ratios to torch, and equality with torch."""
+    """The variant table (backends or compile modes): FPS bare and pipelined, ratios to the first, and equality
+    with the first."""
+    first = next(iter(report["variants"]))
     lines = [f"median of {report['rounds']} interleaved rounds; bare: {report['threads_bare']} threads, pipelined: "
-             f"{report['inference_workers']} workers x {report['threads_per_worker']} threads",
-             f"| backend | bare FPS | x torch | pipelined FPS | x torch | semantic labels equal | instances matched "
-             f"(min IoU, max score diff) | equal |", "|---|---|---|---|---|---|---|---|"]
-    for name, item in report["backends"].items():
+             f"{report['inference_workers']} workers x {report['threads_per_worker']} threads; load average "
+             f"{report['load_average'][0]:.1f}",
+             f"| variant | bare FPS | x {first} | pipelined FPS | x {first} | semantic labels equal | "
+             f"instances matched (min IoU, max score diff) | equal |", "|---|---|---|---|---|---|---|---|"]
+    for name, item in report["variants"].items():
         eq = item["equality_vs_first"]
-        ran = name if item["ran"] == name and not item["fell_back_to_torch"] else f"{name} (fell back to torch)"
-        lines.append(f"| {ran} | {item['bare_fps']:.2f} | {item['bare_over_first']:.2f} | {item['pipelined_fps']:.2f} | "
-                     f"{item['pipelined_over_first']:.2f} | {100 * eq['semantic_agreement_min']:.2f}% | "
+        ran = f"{name} (fell back: {len(item['fell_back_to_torch'])} warning(s))" if item["fell_back_to_torch"] or \
+            item["ran"] != item["changes"].get("backend", item["ran"]) else name
+        lines.append(f"| {ran} | {item['bare_fps']:.2f} | {item['bare_over_first']:.2f} | "
+                     f"{item['pipelined_fps']:.2f} | {item['pipelined_over_first']:.2f} | "
+                     f"{100 * eq['semantic_agreement_min']:.2f}% | "
                      f"{eq['matched']}/{eq['instances']} ({eq['min_mask_iou']:.4f}, {eq['max_score_diff']:.1e}; "
                      f"borderline {eq['borderline']}) | {'yes' if eq['equal'] else 'NO'} |")
     return "\n".join(lines)

@@ -84,14 +84,16 @@ def publish_final_stats(nodes: list, reason: str, ack_timeout_s: float = 0.2) ->
         engine = getattr(node, "engine", None)
         if engine is not None:
             engine.stop()   # frames still waiting inside are counted as dropped
-        snap = node.stats.snapshot()
-        snapshots.append(snap)
-        node.get_logger().info(f"stopping ({reason}); " + final_stats_line(snap, getattr(node, "counters", None)))
-        publisher = getattr(node, "pub_stats", None)
-        if publisher is not None:
-            header = Header(stamp=node.get_clock().now().to_msg(), frame_id="")
-            publisher.publish(stats_message(header, node.get_fully_qualified_name(), snap))
-            publishers.append(publisher)
+        # one line per stats channel: the node's, or each camera's of a multi-camera node
+        for name, stats, counters, publisher in node.stats_channels():
+            snap = stats.snapshot()
+            snapshots.append(snap)
+            which = "" if name == node.get_fully_qualified_name() else f"{name}: "
+            node.get_logger().info(f"stopping ({reason}); {which}" + final_stats_line(snap, counters))
+            if publisher is not None:
+                header = Header(stamp=node.get_clock().now().to_msg(), frame_id="")
+                publisher.publish(stats_message(header, name, snap))
+                publishers.append(publisher)
     deadline = time.monotonic() + ack_timeout_s
     for publisher in publishers:
         left = max(0.0, deadline - time.monotonic())

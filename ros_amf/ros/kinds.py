@@ -21,6 +21,7 @@ class NodeKind:
     entry_point: str       # "module:function" of that console script
     node_class_path: str   # "module:Class"
     tasks: tuple[str, ...]
+    multi_camera: bool = False   # serves the cameras of its 'cameras' parameter (outputs under each camera)
 
     def node_class(self) -> type:
         module, name = self.node_class_path.split(":")
@@ -45,6 +46,9 @@ KINDS: dict[str, NodeKind] = {k.kind: k for k in (
     # every stage inside the subscription callback: the benchmarks' baseline, runs both models
     NodeKind("naive", topics.NODE_NAIVE, "naive_node", "ros_amf.ros.naive_node:main",
              "ros_amf.ros.naive_node:NaivePerceptionNode", ("instance", "semantic")),
+    # one model copy for N cameras, their latest frames batched into one forward
+    NodeKind("multi_camera", topics.NODE_MULTI_CAMERA, "multi_camera_node", "ros_amf.ros.multi_camera_node:main",
+             "ros_amf.ros.multi_camera_node:MultiCameraNode", ("instance", "semantic"), multi_camera=True),
 )}
 
 

@@ -26,21 +26,18 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from ros_amf_msgs.msg import InstanceSegmentation, LabelInfo, PipelineStats as PipelineStatsMsg
-from vision_msgs.msg import Detection2DArray, LabelInfo as VisionLabelInfo
-
 from ros_amf.ros import topics
 from ros_amf.ros.camera_info import CameraInfoCache
-from ros_amf.ros.conversions import (BadImage, array_to_image, detections_message, instance_ids_image,
-                                     instances_message, label_info_message, vision_label_info_message)
+from ros_amf.ros.camera_outputs import CameraOutputs
+from ros_amf.ros.conversions import BadImage
 from ros_amf.ros.image_decoding import compressed_to_pixels, image_to_pixels
 from ros_amf.ros.diagnostics import NodeCounters, PipelineDiagnostics, stats_message
 from ros_amf.ros.live_params import apply_to_engine, static_refusal, value_problem
 from ros_amf.ros.engine_setup import build_engine
 from ros_amf.ros.params import is_compressed_transport, specs_for
-from ros_amf.ros.qos import LATCHED, OUTPUT_DEPTH, IncompatibleQoS, overridable, qos_from_name
-from ros_amf.runtime.loading import LoadedModel, class_colours
-from ros_amf.runtime.outputs import FrameResult, overlay, palette
+from ros_amf.ros.qos import IncompatibleQoS, overridable, qos_from_name
+from ros_amf.runtime.loading import LoadedModel
+from ros_amf.runtime.outputs import FrameResult
 from ros_amf.runtime.pipeline import Engine
 from ros_amf.runtime.stats import PipelineCounters
 
@@ -53,6 +50,7 @@ class PerceptionNode(LifecycleNode):
     TASKS: tuple[str, ...] = ("instance", "semantic")
     DEFAULT_NAME = topics.NODE_PERCEPTION
     PIPELINED = True   # False: every stage runs inside the subscription callback (the naive baseline)
+    MULTI_CAMERA = False
 
     def __init__(self, node_name: str | None = None, *, namespace: str | None = None,
                  parameter_overrides: list[Parameter] | None = None,
@@ -61,7 +59,8 @@ class PerceptionNode(LifecycleNode):
         super().__init__(node_name or self.DEFAULT_NAME, namespace=namespace,
                          parameter_overrides=parameter_overrides or [], **kwargs)
         self._injected_models = models
-        self.specs = {s.name: s for s in specs_for(self.TASKS, joint_capable=len(self.TASKS) == 2)}
+        self.specs = {s.name: s for s in specs_for(self.TASKS, joint_capable=len(self.TASKS) == 2,
+                                                   multi_camera=self.MULTI_CAMERA)}
         self.params = self._declare()
         self.stats = PipelineCounters()
         self.counters = NodeCounters()
@@ -73,7 +72,8 @@ class PerceptionNode(LifecycleNode):
         self._entities: list = []          # publishers, subscriptions, timers made by activate
         self._last_accepted = 0.0
         self._camera_infos = CameraInfoCache(self.counters)
-        self._close_topics()   # sets every publisher attribute to None
+        self.outputs: CameraOutputs | None = None   # the result publishers, while active
+        self._close_topics()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.params["autostart"]:
             self._autostart()
@@ -161,8 +161,6 @@ class PerceptionNode(LifecycleNode):
     def _load(self) -> None:
         self.models, self.engine = build_engine(self.params, self.TASKS, self._injected_models, self.stats,
                                                 self._publish, self._on_failure, self.get_logger())
-        self.colours = {task: class_colours(m.class_names) for task, m in self.models.items()}
-        self.instance_colours = palette(64, seed=11)
 
     def _release(self) -> None:
         """Drop the engine and the models (cleanup, shutdown): the memory goes back, the node stays."""
@@ -193,25 +191,12 @@ class PerceptionNode(LifecycleNode):
         p = self.params
         compressed = is_compressed_transport(p)
         input_qos = qos_from_name(p["input_qos"], "parameter input_qos")
-        output = lambda: qos_from_name(p["output_qos"], "parameter output_qos", OUTPUT_DEPTH)  # noqa: E731
-        if "instance" in self.models:
-            self.pub_instances = self._publisher(InstanceSegmentation, topics.INSTANCES, output())
-            self.pub_instance_ids = self._publisher(Image, topics.INSTANCE_IDS, output())
-            self.pub_instance_info = self._publisher(LabelInfo, topics.INSTANCE_LABEL_INFO, LATCHED)
-            self.pub_detections = self._publisher(Detection2DArray, topics.DETECTIONS, output())
-            self.pub_detections_info = self._publisher(VisionLabelInfo, topics.DETECTIONS_LABEL_INFO, LATCHED)
-        if "semantic" in self.models:
-            self.pub_labels = self._publisher(Image, topics.LABELS, output())
-            self.pub_semantic_info = self._publisher(LabelInfo, topics.SEMANTIC_LABEL_INFO, LATCHED)
-            self.pub_labels_info = self._publisher(VisionLabelInfo, topics.LABELS_LABEL_INFO, LATCHED)
-        self.pub_overlay = self._publisher(Image, topics.OVERLAY, output())
-        self.pub_stats = self._publisher(PipelineStatsMsg, topics.STATS, output())
+        self.outputs = CameraOutputs(self._publisher, self.models, p, camera_info=bool(p["camera_info_topic"]))
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self._entities.append(self.pub_diagnostics)
         self._publish_label_info()
         self._camera_infos.clear()
         if p["camera_info_topic"]:
-            self.pub_camera_info = self._publisher(CameraInfo, topics.CAMERA_INFO_OUT, output())
             self._subscription(CameraInfo, p["camera_info_topic"], self._camera_infos.add, input_qos)
         # like image_transport, compressed frames come on the (remapped) base name + /compressed
         self.input_topic = self.resolve_topic_name(p["input_topic"]) + (topics.COMPRESSED_SUFFIX if compressed else "")
@@ -241,21 +226,11 @@ class PerceptionNode(LifecycleNode):
             else:
                 self.destroy_publisher(entity)
         self._entities.clear()
-        self.pub_instances = self.pub_instance_ids = self.pub_labels = self.pub_camera_info = None
-        self.pub_overlay = self.pub_instance_info = self.pub_semantic_info = None
-        self.pub_detections = self.pub_detections_info = self.pub_labels_info = None
+        self.outputs = None
 
     def _publish_label_info(self) -> None:
-        header = self._header_now()
-        for task, ours, vision in (("instance", self.pub_instance_info, self.pub_detections_info),
-                                   ("semantic", self.pub_semantic_info, self.pub_labels_info)):
-            if ours is None or task not in self.models:
-                continue
-            model = self.models[task]
-            ours.publish(label_info_message(header, model.name, task, model.class_names, self.colours[task],
-                                            model.small_object_ids))
-            threshold = self.params["score_threshold"] if task == "instance" else 0.0   # labels: no cut
-            vision.publish(vision_label_info_message(header, model.class_names, threshold))
+        if self.outputs is not None:
+            self.outputs.publish_label_info(self._header_now())
 
     def _header_now(self) -> Header:
         return Header(stamp=self.get_clock().now().to_msg(), frame_id="")
@@ -263,11 +238,8 @@ class PerceptionNode(LifecycleNode):
     # ----- input -----
     def _listening(self) -> bool:
         """Does any output have a subscriber? (lazy mode computes nothing otherwise)"""
-        outputs = [self.pub_instances, self.pub_instance_ids, self.pub_labels, self.pub_camera_info,
-                   self.pub_detections]
-        if self.params["publish_overlay"]:
-            outputs.append(self.pub_overlay)
-        return any(pub is not None and pub.get_subscription_count() > 0 for pub in outputs)
+        outputs = self.outputs
+        return outputs is not None and outputs.listening()
 
     def _on_image(self, msg: Image | CompressedImage, decode=image_to_pixels) -> None:
         """Admit a frame (lazy, rate cap), make it pixels (``decode``: zero-copy or one conversion), submit it."""
@@ -299,49 +271,34 @@ class PerceptionNode(LifecycleNode):
             engine.process(image, encoding, tag=msg.header, keep_image=self._overlay_wanted())
 
     def _overlay_wanted(self) -> bool:
-        return (bool(self.params["publish_overlay"]) and self.pub_overlay is not None
-                and self.pub_overlay.get_subscription_count() > 0)
+        outputs = self.outputs
+        return outputs is not None and outputs.overlay_wanted()
 
     # ----- output (called from the engine's post-processing thread) -----
     def _publish(self, result: FrameResult) -> None:
-        if not self._active:
-            return
-        header = result.tag
-        if result.instances is not None:
-            ids_msg = instance_ids_image(result.instances, header)
-            self.pub_instances.publish(instances_message(result.instances, header, ids_msg))
-            self.pub_instance_ids.publish(ids_msg)
-            if self.pub_detections.get_subscription_count() > 0:   # ~40 us per detection to build: only if heard
-                self.pub_detections.publish(detections_message(result.instances, header))
-        if result.semantic is not None:
-            self.pub_labels.publish(array_to_image(result.semantic.labels, "mono8", header))
-        if result.image_rgb is not None and self._overlay_wanted():
-            self.pub_overlay.publish(array_to_image(self._overlay(result), "rgb8", header))
-        if self.pub_camera_info is not None and (info := self._camera_infos.for_output(header)) is not None:
-            self.pub_camera_info.publish(info)
-
-    def _overlay(self, result: FrameResult):
-        annotate = bool(self.params["overlay_annotations"])
-        names = {task: m.class_names for task, m in self.models.items()} if annotate else {}
-        return overlay(result.image_rgb, result.semantic.labels if result.semantic else None,
-                       result.instances.ids if result.instances else None,
-                       self.colours.get("semantic", palette(1)), self.instance_colours,
-                       float(self.params["overlay_alpha"]),
-                       instances=result.instances if annotate else None,
-                       instance_names=names.get("instance"), semantic_names=names.get("semantic"))
+        outputs = self.outputs
+        if self._active and outputs is not None:
+            outputs.publish(result, self._camera_infos)
 
     def _on_failure(self, result: FrameResult) -> None:
         self.get_logger().error(f"frame {result.seq} failed and was not published: {result.error}",
                                 throttle_duration_sec=5.0)
 
     # ----- reporting -----
+    def stats_channels(self) -> list[tuple[str, PipelineCounters, NodeCounters, Any]]:
+        """(name, pipeline counters, node counters, stats publisher or None) of each input this node serves."""
+        outputs = self.outputs
+        return [(self.get_fully_qualified_name(), self.stats, self.counters,
+                 outputs.stats if outputs is not None else None)]
+
     def _report(self) -> None:
-        if not self._active:
+        outputs = self.outputs
+        if not self._active or outputs is None:
             return
         snap = self.stats.snapshot()
         header = self._header_now()
         name = self.get_fully_qualified_name()
-        self.pub_stats.publish(stats_message(header, name, snap))
+        outputs.stats.publish(stats_message(header, name, snap))
         status = self.diagnostics.status(name, self.input_topic, snap, self.counters, self.qos_events.snapshot(),
                                          self.params, self._listening())
         self.pub_diagnostics.publish(DiagnosticArray(header=header, status=[status]))

@@ -47,10 +47,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("semantic.config", "models/fpn_afma_effl0.yaml", "Semantic model config (YAML, see models/).", _SEM),
     ParamSpec("semantic.checkpoint", "",
               "Semantic checkpoint (.pt). Empty = random weights (plumbing tests only; a warning is logged).", _SEM),
+    ParamSpec("instance.compile", "none",
+              "How the instance model's torch forward runs: none (eager), inductor (torch.compile; compiles on the "
+              "first frame of each input size, 40-60 s on 2 cores) or cudagraphs (CUDA graph replay; CUDA only, on a "
+              "CPU it runs eager with a warning). Applies to backend torch; with backend auto it selects torch.", _INST),
+    ParamSpec("semantic.compile", "none",
+              "How the semantic model's torch forward runs: none, inductor or cudagraphs (as instance.compile).", _SEM),
     ParamSpec("device", "cpu", "Torch device: cpu, cuda or cuda:N."),
     ParamSpec("precision", "fp32", "fp32 or fp16 (fp16 is meant for CUDA)."),
-    ParamSpec("backend", "auto", "Who runs the model forward: torch, onnxruntime, openvino, or auto (the fastest "
-                                 "CPU backend that reproduces torch on a CPU in fp32, torch elsewhere). One that is "
+    ParamSpec("backend", "auto", "Who runs the model forward: torch, onnxruntime, openvino, openvino-int8 (NNCF "
+                                 "post-training INT8, calibrated on synthetic frames; never picked by auto), or auto "
+                                 "(the fastest CPU backend that reproduces torch on a CPU in fp32, torch elsewhere). "
+                                 "One that is "
                                  "missing or fails falls back to torch with a warning."),
     ParamSpec("channels_last", False, "Run the models in channels-last memory format (faster on recent GPUs)."),
     ParamSpec("joint", False, "Run the instance and semantic heads on one shared backbone forward, at the "
@@ -97,6 +105,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics and stats."),
     ParamSpec("inference_workers", 0, "Frames the model runs on side by side; 0 = auto (one per CPU core, "
                                       "one on CUDA where streams overlap the stages)."),
+    ParamSpec("output_scale", "full", "Size of the id image (instances, instance_ids), the label map (labels) and the "
+                                      "overlay: full = the camera's resolution; network = each model's input "
+                                      "resolution (the resized, unpadded image the model saw: 1920x1080 -> 512x288 "
+                                      "at 384/512), far cheaper to post-process and publish. Boxes and areas are "
+                                      "in camera pixels either way."),
+    ParamSpec("cameras", [], "Multi-camera node only: the cameras it serves (string list, e.g. [front, rear, left]). "
+                             "Camera c reads c/<input_topic> (and c/<camera_info_topic>) and writes c/instances, "
+                             "c/labels, c/stats, ... relative to the node's namespace; one model copy runs the "
+                             "latest frame of every camera with a frame ready in one batched forward.",
+              frozenset({"multi_camera"})),
     ParamSpec("torch_threads", 0, "Torch intra-op threads (process-wide); 0 = the engine's choice (cores / "
                                   "inference workers on CPU)."),
 )
@@ -104,8 +122,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 LIVE = frozenset(p.name for p in PARAMETERS if p.live)
 
 
-def specs_for(tasks: tuple[str, ...], joint_capable: bool) -> list[ParamSpec]:
-    wanted = set(tasks) | ({"joint"} if joint_capable else set())
+def specs_for(tasks: tuple[str, ...], joint_capable: bool, multi_camera: bool = False) -> list[ParamSpec]:
+    wanted = set(tasks) | ({"joint"} if joint_capable else set()) | ({"multi_camera"} if multi_camera else set())
     return [p for p in PARAMETERS if p.tasks & wanted]
 
 

@@ -39,3 +39,4 @@ NODE_PERCEPTION = "ros_amf_perception"
 NODE_INSTANCE = "ros_amf_instance"
 NODE_SEMANTIC = "ros_amf_semantic"
 NODE_NAIVE = "ros_amf_naive"      # the benchmarks' baseline (ros/naive_node.py)
+NODE_MULTI_CAMERA = "ros_amf_multi_camera"   # N cameras, one model copy (ros/multi_camera_node.py)

@@ -26,10 +26,15 @@ import torch
 from torch import nn
 
 from ros_amf.runtime.backends_cache import cache_root, get_or_build
-from ros_amf.runtime.backends_export import (INPUT_NAME, check_reproduces, export_onnx, graph_kind, outputs_from_arrays,
-                                             sample_input, torch_export_version, torch_reference, weights_digest)
+from ros_amf.runtime.backends_export import (INPUT_NAME, OUTPUT_NAMES, check_reproduces, export_onnx, graph_kind,
+                                             largest_difference, outputs_from_arrays, sample_input,
+                                             torch_export_version, torch_reference, weights_digest)
+from ros_amf.runtime.compile import check_compile_modes, compile_forward, mode_for
+from ros_amf.runtime.int8 import calibration_key, check_int8, nncf_version, quantize_to_ir
+from ros_amf.runtime.loading import pixels_of
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
+# openvino-int8: OpenVINO after NNCF post-training quantisation (runtime.int8); never chosen by "auto"
+BACKENDS = ("torch", "onnxruntime", "openvino", "openvino-int8")
 CHOICES = ("auto",) + BACKENDS
 # what "auto" runs on a CPU in fp32: the fastest backend (both models, pipelined, 2 cores) that passed the
 # equality tests; README "Inference backends" has the measurement behind this choice
@@ -50,6 +55,8 @@ def backend_version(name: str) -> str:
     """The installed version of ``name``'s package; ImportError (one sentence) when it is not installed."""
     if name == "torch":
         return torch.__version__
+    if name == "openvino-int8":
+        return f"{backend_version('openvino')}+nncf-{nncf_version()}"
     try:
         module = importlib.import_module(name)
         importlib.import_module("onnx")          # the exporter writes ONNX for both backends
@@ -116,17 +123,20 @@ def _openvino_runner(xml_path: Path, threads: int) -> Runner:
     return run
 
 
-def _prepare_backend(backend: str, onnx_path: Path, folder: Path) -> Path:
-    """The file the backend loads: the ONNX graph itself (onnxruntime) or OpenVINO IR converted from it."""
+def _prepare_backend(backend: str, onnx_path: Path, folder: Path, hw: tuple[int, int], pixels) -> Path:
+    """The file the backend loads: the ONNX graph itself (onnxruntime), OpenVINO IR converted from it, or that
+    IR quantised to INT8 on calibration frames of the graph's input ``hw`` normalised as ``pixels``."""
     if backend == "onnxruntime":
         return onnx_path
+    if backend == "openvino-int8":
+        return quantize_to_ir(onnx_path, folder, hw, pixels)
     import openvino as ov
     model = ov.convert_model(str(onnx_path))
     ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
     return folder / "model.xml"
 
 
-RUNNERS = {"onnxruntime": _onnxruntime_runner, "openvino": _openvino_runner}
+RUNNERS = {"onnxruntime": _onnxruntime_runner, "openvino": _openvino_runner, "openvino-int8": _openvino_runner}
 
 
 def make_runner(backend: str, path: str | Path, threads: int) -> Runner:
@@ -216,14 +226,22 @@ class BackendForward(nn.Module):
         onnx_path = onnx.folder / "model.onnx"
         backend_key = {**onnx_key, "onnx_sha256": onnx.meta["files"]["model.onnx"], "backend": self.backend,
                        "backend_version": self.version}
+        int8 = self.backend == "openvino-int8"
+        if int8:
+            backend_key["calibration"] = calibration_key()
 
         def build_backend(tmp: Path) -> dict:
-            loaded = _prepare_backend(self.backend, onnx_path, tmp)
+            loaded = _prepare_backend(self.backend, onnx_path, tmp, hw, pixels_of(self.torch_module))
             sample = sample_input(hw)
-            drift = check_reproduces(torch_reference(self.torch_module, self.kind, sample),
-                                     RUNNERS[self.backend](loaded, torch.get_num_threads())(sample), self.kind,
-                                     f"the {self.backend} graph of the {self.label}")
-            return {"max_abs_diff_vs_torch": drift, "loads": loaded.name}
+            reference = torch_reference(self.torch_module, self.kind, sample)
+            outputs = RUNNERS[self.backend](loaded, torch.get_num_threads())(sample)
+            what = f"the {self.backend} graph of the {self.label}"
+            if int8:   # quantised: held to "not broken", its accuracy cost is measured by ros-amf eval
+                return {"relative_rms_error_vs_torch": check_int8(reference, outputs, OUTPUT_NAMES[self.kind], what),
+                        "max_abs_diff_vs_torch": largest_difference(reference, outputs, self.kind)[0],
+                        "loads": loaded.name}
+            return {"max_abs_diff_vs_torch": check_reproduces(reference, outputs, self.kind, what),
+                    "loads": loaded.name}
         safe_version = re.sub(r"[^A-Za-z0-9._-]", "_", self.version)   # openvino's has slashes in it
         prepared = get_or_build(base / f"{self.backend}-{safe_version}", backend_key, build_backend)
         self.cache_events.append({"input_hw": list(hw), "onnx": onnx.rebuilt_because or "cached",
@@ -243,12 +261,21 @@ class BackendForward(nn.Module):
 
 
 def backend_runs(asked: str, runs: list[tuple[tuple[str, ...], nn.Module]], device: torch.device, precision: str,
-                 random_weights: bool, warnings: list[str]) -> tuple[str, list[tuple[tuple[str, ...], nn.Module]]]:
-    """The engine's (tasks, module) forwards with each module run by the backend ``asked`` resolves to."""
+                 random_weights: bool, warnings: list[str], compile_modes: dict[str, str] | None = None
+                 ) -> tuple[str, list[tuple[tuple[str, ...], nn.Module]]]:
+    """The engine's (tasks, module) forwards with each module run by the backend ``asked`` resolves to; on the
+    torch backend each forward is compiled as ``compile_modes`` (task -> none | inductor | cudagraphs) asks."""
+    compiled = {task: mode for task, mode in check_compile_modes(dict(compile_modes or {})).items() if mode != "none"}
+    if asked == "auto" and compiled:
+        asked = "torch"      # compile is a setting of the torch forward: asking for it is asking for torch
     backend, notes = resolve_backend(asked, device, precision, random_weights)
     warnings += notes
     if backend == "torch":
-        return backend, runs
+        return backend, [(tasks, compile_forward(module, mode_for(tasks, compiled, warnings), device,
+                                                 f"{'+'.join(tasks)} model", warnings)) for tasks, module in runs]
+    if compiled:
+        warnings.append(f"compile ({', '.join(f'{t} {m}' for t, m in compiled.items())}) applies to the torch "
+                        f"forward only, and backend '{backend}' runs the models; it is not used.")
     return backend, [(tasks, BackendForward(backend, module, f"{'+'.join(tasks)} model", warnings))
                      for tasks, module in runs]
 

@@ -174,7 +174,7 @@ def result_equality(reference: list, other: list, score_threshold: float, min_io
         if a.masks is None or b.masks is None:
             raise ValueError("result_equality needs instance masks; run both engines with keep_masks=True.")
         used = np.zeros(len(b.scores), bool)
-        flat_b = b.masks.reshape(len(b.scores), -1)
+        flat_b = b.masks.reshape(len(b.scores), int(np.prod(b.masks.shape[1:])))   # -1 fails with 0 instances
         for i in range(len(a.scores)):
             report["instances"] += 1
             mask = a.masks[i].reshape(-1)
@@ -262,38 +262,40 @@ def equality_frames(count: int, height: int, width: int, seed: int = 0) -> list[
     return street_frames(count, height, width, seed, distinct=count)
 
 
-def measure_backends(make_engine: Callable[..., Engine], backends: list[str], frames: list[np.ndarray],
+def measure_variants(make_engine: Callable[..., Engine], variants: dict[str, dict], frames: list[np.ndarray],
                      check_frames: list[np.ndarray], rounds: int, bare_threads: int,
                      consume: Consumer | None = None) -> dict:
-    """Bare and pipelined FPS of each backend in interleaved rounds (the same thread layout for all: bare
-    with ``bare_threads``, pipelined with the engine's per-worker share), and how far each reproduces
-    torch on ``check_frames`` (``result_equality``). ``make_engine(**changes)`` builds a warmed-up engine."""
-    engines = {b: (make_engine(backend=b), make_engine(backend=b)) for b in backends}
+    """Bare and pipelined FPS of each engine variant (name -> ``EngineConfig`` changes: a backend, a compile
+    mode) in interleaved rounds (the same thread layout for all: bare with ``bare_threads``, pipelined with the
+    engine's per-worker share), and how far each reproduces the first on ``check_frames``
+    (``result_equality``). ``make_engine(**changes)`` builds a warmed-up engine."""
+    engines = {name: (make_engine(**changes), make_engine(**changes)) for name, changes in variants.items()}
     worker_threads = torch.get_num_threads()   # the per-worker share the engines just set
-    fps: dict[str, dict[str, list[float]]] = {b: {"bare": [], "pipelined": []} for b in backends}
+    fps: dict[str, dict[str, list[float]]] = {name: {"bare": [], "pipelined": []} for name in variants}
     for _ in range(rounds):
-        for backend, (bare_engine, pipe_engine) in engines.items():
+        for name, (bare_engine, pipe_engine) in engines.items():
             torch.set_num_threads(bare_threads)
-            fps[backend]["bare"].append(in_worker_thread(bench_bare, bare_engine, frames))
+            fps[name]["bare"].append(in_worker_thread(bench_bare, bare_engine, frames))
             torch.set_num_threads(worker_threads)
-            fps[backend]["pipelined"].append(bench_pipelined(pipe_engine, frames, consume)[0])
+            fps[name]["pipelined"].append(bench_pipelined(pipe_engine, frames, consume)[0])
+    first_name = next(iter(variants))
     report: dict = {"rounds": rounds, "threads_bare": bare_threads, "threads_per_worker": worker_threads,
-                    "inference_workers": engines[backends[0]][1].inference_workers, "backends": {}}
+                    "inference_workers": engines[first_name][1].inference_workers, "variants": {}}
     reference = None
-    for backend in backends:
-        checker = make_engine(backend=backend, keep_masks=True, lossless=True)
+    for name, changes in variants.items():
+        checker = make_engine(**changes, keep_masks=True, lossless=True)
         results = in_worker_thread(lambda: [checker.process(f, "rgb8") for f in check_frames])
         reference = results if reference is None else reference
-        pipe_engine = engines[backend][1]
-        fallbacks = [w for w in pipe_engine.warnings + checker.warnings if "torch forward instead" in w]
-        report["backends"][backend] = {
-            "ran": pipe_engine.stages.backend, "fell_back_to_torch": fallbacks,
-            "bare_fps": float(np.median(fps[backend]["bare"])), "pipelined_fps": float(np.median(fps[backend]["pipelined"])),
-            "rounds_fps": fps[backend],
+        pipe_engine = engines[name][1]
+        fallbacks = [w for w in pipe_engine.warnings + checker.warnings if "forward instead" in w or "eager" in w]
+        report["variants"][name] = {
+            "changes": changes, "ran": pipe_engine.stages.backend, "fell_back_to_torch": fallbacks,
+            "bare_fps": float(np.median(fps[name]["bare"])), "pipelined_fps": float(np.median(fps[name]["pipelined"])),
+            "rounds_fps": fps[name],
             "equality_vs_first": result_equality(reference, results, checker.config.score_threshold),
             "pipelined_stats": pipe_engine.stats.snapshot().as_dict()}
-    first = report["backends"][backends[0]]
-    for item in report["backends"].values():
+    first = report["variants"][first_name]
+    for item in report["variants"].values():
         item["bare_over_first"] = item["bare_fps"] / first["bare_fps"]
         item["pipelined_over_first"] = item["pipelined_fps"] / first["pipelined_fps"]
     return report

@@ -144,13 +144,45 @@ def id_map_dtype(count: int) -> np.dtype:
     return np.dtype(np.uint8) if count <= 255 else np.dtype(np.uint16)
 
 
-def semantic_labels(logits: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """[1,C,Hp,Wp] logits -> HxW uint8 labels at the original size.
+OUTPUT_SCALES = ("full", "network")
+
+
+def check_output_scale(name: str) -> str:
+    if name not in OUTPUT_SCALES:
+        raise ValueError(f"output_scale '{name}' is not known; use full (the camera's resolution) or network "
+                         "(the model's input resolution).")
+    return name
+
+
+def output_hw(geometry: Geometry, scale: str) -> tuple[int, int]:
+    """Size of the id image and label map: the camera's (full) or the resized, unpadded network input's."""
+    return geometry.original_hw if scale == "full" else geometry.resized_hw
+
+
+def boxes_in_camera_pixels(instances: InstanceOutput, grid_hw: tuple[int, int],
+                           camera_hw: tuple[int, int]) -> InstanceOutput:
+    """Instances found on a smaller grid (output_scale network) with boxes and areas in camera pixels, as a
+    RegionOfInterest is: pixel x of the grid covers camera columns [x*s, (x+1)*s). The id image stays small."""
+    if grid_hw == camera_hw:
+        return instances
+    sy, sx = camera_hw[0] / grid_hw[0], camera_hw[1] / grid_hw[1]
+    b = instances.boxes.astype(np.float64)
+    boxes = np.stack([np.floor(b[:, 0] * sx), np.floor(b[:, 1] * sy),
+                      np.ceil((b[:, 2] + 1) * sx) - 1, np.ceil((b[:, 3] + 1) * sy) - 1], 1)
+    limit = np.array([camera_hw[1] - 1, camera_hw[0] - 1] * 2)
+    boxes = np.clip(boxes, 0, limit).astype(np.int32).reshape(-1, 4)
+    areas = np.rint(instances.areas * (sx * sy)).astype(np.int64)
+    return InstanceOutput(ids=instances.ids, classes=instances.classes, scores=instances.scores, boxes=boxes,
+                          areas=areas, masks=instances.masks)
+
+
+def semantic_labels(logits: torch.Tensor, geometry: Geometry, out_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """[1,C,Hp,Wp] logits -> HxW uint8 labels at the original size (or ``out_hw``, e.g. the network's).
 
     Argmax at network resolution, then nearest-neighbour index gathering to the original size:
     far cheaper than upsampling C logit planes, and the same on CPU and GPU.
     """
-    (rh, rw), (oh, ow) = geometry.resized_hw, geometry.original_hw
+    (rh, rw), (oh, ow) = geometry.resized_hw, out_hw or geometry.original_hw
     hp, wp = logits.shape[-2:]
     scale_h, scale_w = hp / geometry.padded_hw[0], wp / geometry.padded_hw[1]  # logits may be strided
     lh, lw = max(1, round(rh * scale_h)), max(1, round(rw * scale_w))

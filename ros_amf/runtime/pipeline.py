@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ros_amf.runtime.loading import LoadedModel
-from ros_amf.runtime.outputs import BadModelOutput, FrameResult, NonFiniteOutput
+from ros_amf.runtime.outputs import BadModelOutput, FrameResult, NonFiniteOutput, check_output_scale
 from ros_amf.runtime.stages import CameraFrame, FrameSettings, FrameStages, elapsed_ms
 from ros_amf.runtime.stats import PipelineCounters
 
@@ -50,6 +50,7 @@ class EngineConfig(FrameSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_output_scale(self.output_scale)
         if self.input_slots < 1 or self.stage_queue < 1:
             raise ValueError("input_slots and stage_queue must be at least 1.")
 

@@ -23,10 +23,12 @@ from ros_amf.contract.input_size import Geometry, InputSize
 from ros_amf.contract.pixels import PixelNormalisation, to_rgb
 from ros_amf.modeling.sparseinst.postprocess import masks_at_image_size, rank_candidates
 from ros_amf.runtime.backends import backend_runs, check_backend_name
+from ros_amf.runtime.compile import check_compile_modes
 from ros_amf.runtime.cuda import PinnedRing, StreamSet
 from ros_amf.runtime.loading import LoadedModel, check_device, joint_model, pixels_of
 from ros_amf.runtime.outputs import (BadModelOutput, FrameResult, HostCopy, NonFiniteOutput, SemanticOutput,
-                                     instance_output, instance_table, semantic_labels)
+                                     boxes_in_camera_pixels, instance_output, instance_table, output_hw,
+                                     semantic_labels)
 from ros_amf.runtime.preprocess import preprocess_numpy, preprocess_torch
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
@@ -51,11 +53,18 @@ class FrameSettings:
     record_stream_times: bool = False  # GPU: record per-stream busy intervals (benchmark overlap)
     # who runs the forward: torch | onnxruntime | openvino | auto (runtime.backends; pre/post stay torch)
     backend: str = "torch"
+    # task -> how its torch forward runs: none | inductor (torch.compile) | cudagraphs (CUDA only); a task
+    # left out runs eager (runtime.compile)
+    compile: dict[str, str] = field(default_factory=dict)
+    # size of the id image and label map: full = the camera's, network = the resized model input's
+    # (boxes stay in camera pixels); runtime.outputs.OUTPUT_SCALES
+    output_scale: str = "full"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision '{self.precision}' is not supported; use one of {sorted(PRECISIONS)}.")
         check_backend_name(self.backend)
+        check_compile_modes(self.compile)
 
 
 @dataclass
@@ -153,7 +162,8 @@ class FrameStages:
         runs = [(("instance", "semantic"), self.joint)] if self.joint is not None else \
             [((task,), model.module) for task, model in self.models.items()]
         self.backend, self.runs = backend_runs(settings.backend, runs, self.device, settings.precision,
-                                               any(m.random_weights for m in self.models.values()), self.warnings)
+                                               any(m.random_weights for m in self.models.values()), self.warnings,
+                                               settings.compile)
         self.device_path = settings.device_path if settings.device_path is not None else self.device.type == "cuda"
         self.streams = StreamSet(self.device, timing=settings.record_stream_times)
         self.pinned = PinnedRing(slots=staging_slots, pinned=self.device.type == "cuda")
@@ -236,7 +246,9 @@ class FrameStages:
                 logits = inferred.outputs["semantic"]
                 logits = logits["logits"] if isinstance(logits, dict) else logits
                 device["semantic.finite"] = _finite_flags([logits])
-                device["semantic.labels"] = semantic_labels(logits, inputs["semantic"].geometry)
+                geometry = inputs["semantic"].geometry
+                device["semantic.labels"] = semantic_labels(logits, geometry,
+                                                            output_hw(geometry, self.settings.output_scale))
             # device->host: one packed non-blocking copy on the post stream, then one wait for it
             transfer = HostCopy(device, pack=self.device_path)
             end = self.streams.record(stream)
@@ -248,8 +260,11 @@ class FrameStages:
             for key, finite in zip(INSTANCE_KEYS, host["instance.finite"]):
                 if not finite:
                     raise NonFiniteOutput(f"instance model output '{key}' holds NaN/inf")
-            result.instances = instance_output({name.split(".", 1)[1]: array for name, array in host.items()
-                                                if name.startswith("instance.")})
+            geometry = inputs["instance"].geometry
+            result.instances = boxes_in_camera_pixels(
+                instance_output({name.split(".", 1)[1]: array for name, array in host.items()
+                                 if name.startswith("instance.")}),
+                output_hw(geometry, self.settings.output_scale), geometry.original_hw)
         if "semantic.finite" in host:
             if not host["semantic.finite"].all():
                 raise NonFiniteOutput("semantic model output holds NaN/inf")
@@ -272,7 +287,8 @@ class FrameStages:
                                 min_score=cfg.score_threshold)
         if self.cut_candidates:
             found = found.first(int(found.live.sum()))
-        masks = masks_at_image_size(found.probs, geometry.resized_hw, geometry.original_hw, cfg.mask_threshold)
+        masks = masks_at_image_size(found.probs, geometry.resized_hw, output_hw(geometry, cfg.output_scale),
+                                    cfg.mask_threshold)
         table = instance_table(masks, found.scores, found.classes, found.live, self.class_filter, cfg.keep_masks)
         tensors = {"finite": _finite_flags([outputs[key] for key in INSTANCE_KEYS]), **table.tensors()}
         return {f"instance.{name}": tensor for name, tensor in tensors.items()}

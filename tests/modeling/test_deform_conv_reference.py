@@ -72,3 +72,25 @@ def test_gradients_flow_to_input_offsets_masks_and_weights():
     modulated_deform_conv2d(x, offset, mask, weight, None, 1, 1, 1).square().sum().backward()
     for tensor in (x, offset, mask, weight):
         assert tensor.grad is not None and tensor.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("trace", ["export", "compile"])
+def test_traced_graphs_build_the_grid_in_the_graph_and_leave_the_cache_alone(trace):
+    """Issue 17: a grid cached while tracing is a fake tensor the exporter lifts per layer (and fails on),
+    and it would stay in the cache; traced graphs build the grid themselves and equal eager."""
+    from ros_amf.modeling.backbones.deform_conv import ModulatedDeformConv2d, _cached_regular_grid
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(ModulatedDeformConv2d(4, 4), ModulatedDeformConv2d(4, 4, stride=2)).eval()
+    for dcn in layer:
+        torch.nn.init.normal_(dcn.offset_mask.weight, std=0.2)
+    x = torch.randn(1, 4, 11, 13)
+    _cached_regular_grid.cache_clear()
+    if trace == "export":
+        traced = torch.export.export(layer, (x,)).module()
+    else:
+        traced = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        out = traced(x)
+    assert _cached_regular_grid.cache_info().currsize == 0
+    with torch.no_grad():
+        torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-5)

@@ -102,7 +102,8 @@ def test_launch_file_offers_respawn_off_by_default_with_a_delay(launch_file):
 def test_parameter_files_only_set_declared_parameters_with_their_types(params_file):
     for planned in launcher.plan(params_file):
         node_class = KINDS[planned.kind].node_class()
-        declared = {s.name: s for s in specs_for(node_class.TASKS, joint_capable=len(node_class.TASKS) == 2)}
+        declared = {s.name: s for s in specs_for(node_class.TASKS, joint_capable=len(node_class.TASKS) == 2,
+                                                 multi_camera=node_class.MULTI_CAMERA)}
         for key, value in planned.parameters.items():
             assert key in declared, f"{params_file.name}: {planned.name} does not declare '{key}'"
             assert type(value) is type(declared[key].default), f"{params_file.name}: '{key}' has the wrong type"

@@ -129,7 +129,7 @@ def test_bayer_frames_on_the_raw_topic_are_processed_like_rgb8(graph):
 def test_detections_mirror_the_instances_with_the_standard_type(graph):
     g = graph()
     publisher = g.probe.create_publisher(Image, f"{g.namespace}/image", qos_profile_sensor_data)
-    assert spin_until(g.executor, lambda: g.node.pub_detections.get_subscription_count() > 0, 10)
+    assert spin_until(g.executor, lambda: g.node.outputs.detections.get_subscription_count() > 0, 10)
     assert g.send(publisher, encode(render_still(seed=0, index=1, width=96, height=64).image, "rgb8"))
     assert spin_until(g.executor, lambda: g.got["detections"] and g.got["instances"], 10)
     detections, instances = g.got["detections"][-1], g.got["instances"][-1]

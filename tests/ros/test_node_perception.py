@@ -109,9 +109,9 @@ def test_label_info_is_latched_for_late_subscribers(graph):
 def test_overlay_only_when_subscribed(graph):
     g = graph()
     assert g.send(_image_msg(1), "labels")
-    assert g.node.pub_overlay.get_subscription_count() == 0
+    assert g.node.outputs.overlay.get_subscription_count() == 0
     g.listen(f"{g.namespace}/overlay", Image, "overlay")
-    assert spin_until(g.executor, lambda: g.node.pub_overlay.get_subscription_count() > 0, 10)
+    assert spin_until(g.executor, lambda: g.node.outputs.overlay.get_subscription_count() > 0, 10)
     assert g.send(_image_msg(2), "overlay")
     overlay = g.got["overlay"][-1]
     assert (overlay.encoding, overlay.height, overlay.width) == ("rgb8", 48, 64)
@@ -204,3 +204,12 @@ def test_naive_node_gives_the_same_outputs_as_the_pipelined_node(graph):
     assert bytes(pipelined.got["instance_ids"][0].data) == bytes(naive.got["instance_ids"][0].data) or \
         spin_until(naive.executor, lambda: bytes(pipelined.got["instance_ids"][0].data) ==
                    bytes(naive.got["instance_ids"][0].data), 5)
+
+
+def test_compile_parameters_reach_the_engine_and_cudagraphs_on_a_cpu_says_it_runs_eager(graph, ros_context):
+    g = graph(**{"backend": "torch", "semantic.compile": "cudagraphs"})
+    assert g.node.engine.config.compile == {"instance": "none", "semantic": "cudagraphs"}
+    assert any("cudagraphs" in warning for warning in g.node.engine.warnings)
+    assert g.send(_image_msg(stamp_sec=3))            # and the node keeps serving frames, eager
+    with pytest.raises(Exception, match="compile"):
+        Graph(ros_context, **{"instance.compile": "fastest"})

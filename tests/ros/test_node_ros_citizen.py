@@ -116,7 +116,7 @@ def test_a_default_qos_subscriber_receives_every_output_topic(world):
     info.header.stamp.sec = 3
     info_pub.publish(info)
     assert spin_until(w.executor, lambda: bool(w.node._camera_infos), 5)
-    assert spin_until(w.executor, lambda: w.node.pub_overlay.get_subscription_count() > 0, 10)
+    assert spin_until(w.executor, lambda: w.node.outputs.overlay.get_subscription_count() > 0, 10)
     assert w.send(3, "overlay")
     assert spin_until(w.executor, lambda: all(w.got[k] for k in (*kinds, "camera_info")), 10), \
         {k: len(v) for k, v in w.got.items()}
@@ -124,7 +124,7 @@ def test_a_default_qos_subscriber_receives_every_output_topic(world):
     # the label tables are latched; a default (volatile) subscriber still matches their QoS
     for name in ("instance_label_info", "semantic_label_info"):
         w.listen(f"{w.ns}/{name}", LabelInfo, name)
-    pubs = (w.node.pub_instance_info, w.node.pub_semantic_info)
+    pubs = (w.node.outputs.instance_info, w.node.outputs.semantic_info)
     assert spin_until(w.executor, lambda: all(p.get_subscription_count() == 1 for p in pubs), 10)
     assert w.node.qos_events.snapshot() == {}
 
@@ -179,7 +179,7 @@ def test_live_parameters_act_on_the_next_frame_and_static_ones_are_refused_with_
 
     # overlay off: the overlay subscriber gets nothing more; a rate cap skips frames and counts them
     w.listen(f"{w.ns}/overlay", Image, "overlay")
-    assert spin_until(w.executor, lambda: w.node.pub_overlay.get_subscription_count() > 0, 10)
+    assert spin_until(w.executor, lambda: w.node.outputs.overlay.get_subscription_count() > 0, 10)
     assert w.send(5, "overlay")
     assert all(r.successful for r in w.set_params(publish_overlay=False, max_rate_hz=0.01))
     overlays = len(w.got["overlay"])
@@ -198,7 +198,7 @@ def test_lazy_mode_computes_nothing_without_subscribers_and_counts_idle_frames(w
     assert w.node.stats.frames_in == 0 and w.node.stats.frames_dropped == 0
     assert spin_until(w.executor, lambda: w.value("frames_idle") == "3", 5)
     w.listen(f"{w.ns}/labels", Image, "labels")
-    assert spin_until(w.executor, lambda: w.node.pub_labels.get_subscription_count() > 0, 10)
+    assert spin_until(w.executor, lambda: w.node.outputs.labels.get_subscription_count() > 0, 10)
     assert w.send(4, "labels")
     assert w.node.stats.frames_in == 1 and w.node.counters.idle == 3
 

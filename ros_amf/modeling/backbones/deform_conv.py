@@ -25,25 +25,42 @@ def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-@functools.lru_cache(maxsize=64)
-def _regular_grid(out_h: int, out_w: int, height: int, width: int, kh: int, kw: int, stride: int, padding: int,
-                  dilation: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _build_regular_grid(out_h: int, out_w: int, height: int, width: int, kh: int, kw: int, stride: int,
+                        padding: int, dilation: int, device: torch.device,
+                        dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """The regular sampling positions p + p_k in grid_sample's coordinates, [K, Ho, Wo, (x, y)], and the
-    factors [(x, y)] that turn pixel offsets into those coordinates. Once per shape: per frame they cost
-    nothing. Normal tensors even if first asked for under inference_mode, so that training can save
-    them for backward."""
+    factors [(x, y)] that turn pixel offsets into those coordinates."""
+    pos_y = (torch.arange(out_h, device=device, dtype=dtype) * stride - padding).view(1, -1, 1) + \
+        (torch.arange(kh, device=device, dtype=dtype) * dilation).repeat_interleave(kw).view(-1, 1, 1)
+    pos_x = (torch.arange(out_w, device=device, dtype=dtype) * stride - padding).view(1, 1, -1) + \
+        (torch.arange(kw, device=device, dtype=dtype) * dilation).repeat(kh).view(-1, 1, 1)
+    # align_corners=True maps -1/+1 to the first/last pixel centre
+    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=device, dtype=dtype)
+    grid = torch.stack(torch.broadcast_tensors(pos_x, pos_y), dim=-1) * scale - 1.0
+    return grid, scale
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_regular_grid(out_h: int, out_w: int, height: int, width: int, kh: int, kw: int, stride: int,
+                         padding: int, dilation: int, device: torch.device,
+                         dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_build_regular_grid`` once per shape: per eager frame it costs nothing. Normal tensors even if first
+    asked for under inference_mode, so that training can save them for backward."""
     with torch.inference_mode(False), torch.no_grad():
-        fp32 = dtype
-        pos_y = (torch.arange(out_h, device=device, dtype=fp32) * stride - padding).view(1, -1, 1) + \
-            (torch.arange(kh, device=device, dtype=fp32) * dilation).repeat_interleave(kw).view(-1, 1, 1)
-        pos_x = (torch.arange(out_w, device=device, dtype=fp32) * stride - padding).view(1, 1, -1) + \
-            (torch.arange(kw, device=device, dtype=fp32) * dilation).repeat(kh).view(-1, 1, 1)
-        # align_corners=True maps -1/+1 to the first/last pixel centre
-        scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=device, dtype=dtype)
-        grid = torch.stack(torch.broadcast_tensors(pos_x, pos_y), dim=-1) * scale - 1.0
+        grid, scale = _build_regular_grid(out_h, out_w, height, width, kh, kw, stride, padding, dilation, device,
+                                          dtype)
     if device.type == "cuda":   # made on one stream, read from every stream afterwards
         torch.cuda.current_stream(device).synchronize()
     return grid, scale
+
+
+def _regular_grid(*shape_args) -> tuple[torch.Tensor, torch.Tensor]:
+    # Under torch.export / torch.onnx.export / torch.compile the grid is built in the graph (constants the
+    # backend folds): a cached tensor made while tracing is a fake tensor, which the exporter then lifts
+    # once per DCN layer and fails on (issue 17), and which would poison the cache for eager calls.
+    if torch.compiler.is_compiling():
+        return _build_regular_grid(*shape_args)
+    return _cached_regular_grid(*shape_args)
 
 
 def modulated_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor,
