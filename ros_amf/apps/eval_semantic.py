@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
     except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    model, notes = backend_module(args.backend, model, "semantic model")
+    model, notes = backend_module(args.backend, model, "semantic model", task="semantic")
     folder = [args.images, args.labels, args.classes]
     given = [f is not None for f in folder]
     if not ((args.data is not None and not any(given)) or (args.data is None and all(given))):

@@ -57,7 +57,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("precision", "fp32", "fp32 or fp16 (fp16 is meant for CUDA)."),
     ParamSpec("backend", "auto", "Who runs the model forward: torch, onnxruntime, openvino, openvino-int8 (NNCF "
                                  "post-training INT8, calibrated on synthetic frames; never picked by auto), or auto "
-                                 "(the fastest CPU backend that reproduces torch on a CPU in fp32, torch elsewhere). "
+                                 "(on a CPU in fp32 the fastest backend per model that reproduces torch: onnxruntime for the "
+                                 "instance model, openvino for the semantic and the joint one; torch elsewhere). "
                                  "One that is "
                                  "missing or fails falls back to torch with a warning."),
     ParamSpec("channels_last", False, "Run the models in channels-last memory format (faster on recent GPUs)."),

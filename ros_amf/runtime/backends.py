@@ -36,9 +36,15 @@ from ros_amf.runtime.loading import pixels_of
 # openvino-int8: OpenVINO after NNCF post-training quantisation (runtime.int8); never chosen by "auto"
 BACKENDS = ("torch", "onnxruntime", "openvino", "openvino-int8")
 CHOICES = ("auto",) + BACKENDS
-# what "auto" runs on a CPU in fp32: the fastest backend (both models, pipelined, 2 cores) that passed the
-# equality tests; README "Inference backends" has the measurement behind this choice
-DEFAULT_CPU_BACKEND = "onnxruntime"
+# what "auto" runs on a CPU in fp32, per model: the fastest backend that passed the equality tests, measured
+# on a quiet 2-core machine (README "Inference backends"): onnxruntime for the instance model (2.44x torch
+# bare, OpenVINO 1.77x), OpenVINO for the semantic model (2.34x, onnxruntime 1.56x) and for the joint graph
+DEFAULT_CPU_BACKENDS = {("instance",): "onnxruntime", ("semantic",): "openvino", ("instance", "semantic"): "openvino"}
+
+
+def default_cpu_backend(tasks: tuple[str, ...] = ("instance",)) -> str:
+    """What ``auto`` runs on a CPU in fp32 for a forward of ``tasks``."""
+    return DEFAULT_CPU_BACKENDS.get(tuple(tasks), "onnxruntime")
 PIP_PINS = {"onnxruntime": "onnxruntime==1.31.1", "openvino": "openvino==2026.4.1"}
 
 log = logging.getLogger(__name__)
@@ -67,13 +73,14 @@ def backend_version(name: str) -> str:
     return str(getattr(module, "__version__", "unknown"))
 
 
-def resolve_backend(asked: str, device: torch.device, precision: str, random_weights: bool) -> tuple[str, list[str]]:
-    """The backend that will run, and warnings when the one asked for cannot."""
+def resolve_backend(asked: str, device: torch.device, precision: str, random_weights: bool,
+                    tasks: tuple[str, ...] = ("instance",)) -> tuple[str, list[str]]:
+    """The backend that will run a forward of ``tasks``, and warnings when the one asked for cannot."""
     check_backend_name(asked)
     cpu_fp32 = device.type == "cpu" and precision == "fp32"
     if asked == "auto":
         # random weights are plumbing runs: exporting a graph nobody keeps would only cost start-up time
-        asked = DEFAULT_CPU_BACKEND if cpu_fp32 and not random_weights else "torch"
+        asked = default_cpu_backend(tasks) if cpu_fp32 and not random_weights else "torch"
         if asked == "torch":
             return asked, []
         try:
@@ -268,23 +275,32 @@ def backend_runs(asked: str, runs: list[tuple[tuple[str, ...], nn.Module]], devi
     compiled = {task: mode for task, mode in check_compile_modes(dict(compile_modes or {})).items() if mode != "none"}
     if asked == "auto" and compiled:
         asked = "torch"      # compile is a setting of the torch forward: asking for it is asking for torch
-    backend, notes = resolve_backend(asked, device, precision, random_weights)
-    warnings += notes
-    if backend == "torch":
-        return backend, [(tasks, compile_forward(module, mode_for(tasks, compiled, warnings), device,
-                                                 f"{'+'.join(tasks)} model", warnings)) for tasks, module in runs]
-    if compiled:
+    chosen = []
+    for tasks, module in runs:      # "auto" may pick another backend per model
+        backend, notes = resolve_backend(asked, device, precision, random_weights, tasks)
+        warnings += [note for note in notes if note not in warnings]
+        label = f"{'+'.join(tasks)} model"
+        if backend == "torch":
+            chosen.append((backend, tasks, compile_forward(module, mode_for(tasks, compiled, warnings), device,
+                                                           label, warnings)))
+        else:
+            chosen.append((backend, tasks, BackendForward(backend, module, label, warnings)))
+    used = [name for name in dict.fromkeys(backend for backend, _, _ in chosen) if name != "torch"]
+    if compiled and used:
         warnings.append(f"compile ({', '.join(f'{t} {m}' for t, m in compiled.items())}) applies to the torch "
-                        f"forward only, and backend '{backend}' runs the models; it is not used.")
-    return backend, [(tasks, BackendForward(backend, module, f"{'+'.join(tasks)} model", warnings))
-                     for tasks, module in runs]
+                        f"forward only, and backend '{used[0]}' runs the models; it is not used.")
+    names = {backend for backend, _, _ in chosen}
+    summary = names.pop() if len(names) == 1 else \
+        " + ".join(f"{backend} ({'+'.join(tasks)})" for backend, tasks, _ in chosen)
+    return summary, [(tasks, forward) for _, tasks, forward in chosen]
 
 
-def backend_module(asked: str, module: nn.Module, label: str, device: str = "cpu") -> tuple[nn.Module, list[str]]:
-    """``module`` run by the backend ``asked`` resolves to (for callers holding a bare module: the evaluators),
-    with the warnings to show; fallbacks during the run are appended to the same list."""
+def backend_module(asked: str, module: nn.Module, label: str, device: str = "cpu",
+                   task: str = "instance") -> tuple[nn.Module, list[str]]:
+    """``module`` (a ``task`` model) run by the backend ``asked`` resolves to (for callers holding a bare
+    module: the evaluators), with the warnings to show; fallbacks during the run are appended to the same list."""
     warnings: list[str] = []
-    backend, notes = resolve_backend(asked, torch.device(device), "fp32", False)
+    backend, notes = resolve_backend(asked, torch.device(device), "fp32", False, (task,))
     warnings += notes
     if backend == "torch":
         return module, warnings

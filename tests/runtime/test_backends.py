@@ -190,3 +190,24 @@ def test_export_command_rejects_bad_arguments(tmp_path, capsys):
     assert export_app.main(["--checkpoint", str(INSTANCE_PT), "--checkpoint", str(INSTANCE_PT),
                             "--out", str(tmp_path / "x.onnx")]) == 2
     assert "two instance models given" in capsys.readouterr().err
+
+
+def test_auto_picks_the_measured_fastest_backend_per_model_and_torch_off_the_cpu_fp32_path():
+    from ros_amf.runtime.backends import resolve_backend
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    picks = {tasks: resolve_backend("auto", cpu, "fp32", False, tasks)[0]
+             for tasks in (("instance",), ("semantic",), ("instance", "semantic"))}
+    expected = {("instance",): "onnxruntime", ("semantic",): "openvino", ("instance", "semantic"): "openvino"}
+    assert picks == {tasks: name if installed(name) else "torch" for tasks, name in expected.items()}
+    assert resolve_backend("auto", cpu, "fp32", True, ("semantic",))[0] == "torch"     # random weights: plumbing
+    assert resolve_backend("auto", cuda, "fp16", False, ("semantic",)) == ("torch", [])
+
+
+def test_an_engine_on_auto_names_each_models_backend_when_they_differ(models):
+    from ros_amf.runtime.backends import backend_runs
+    if not (installed("onnxruntime") and installed("openvino")):
+        pytest.skip("needs both onnxruntime and openvino")
+    runs = [(("instance",), models["instance"].module), (("semantic",), models["semantic"].module)]
+    summary, forwards = backend_runs("auto", runs, torch.device("cpu"), "fp32", False, [])
+    assert summary == "onnxruntime (instance) + openvino (semantic)"
+    assert [forward.backend for _, forward in forwards] == ["onnxruntime", "openvino"]
