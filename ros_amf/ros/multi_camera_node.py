@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import functools
 import re
-import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ros_amf.ros import topics
+from ros_amf.ros.admission import FrameAdmission
 from ros_amf.ros.camera_info import CameraInfoCache
 from ros_amf.ros.camera_outputs import CameraOutputs
-from ros_amf.ros.conversions import BadImage
 from ros_amf.ros.diagnostics import NodeCounters, PipelineDiagnostics, stats_message
 from ros_amf.ros.engine_setup import engine_config, finish_engine, load_models
 from ros_amf.ros.image_decoding import compressed_to_pixels, image_to_pixels
@@ -68,7 +67,7 @@ class CameraState:
         self.stats = PipelineCounters()
         self.counters = NodeCounters()
         self.infos = CameraInfoCache(self.counters)
-        self.last_accepted = 0.0
+        self.admission = FrameAdmission(self.counters, self.stats)
         self.outputs: CameraOutputs | None = None
         self.input_topic = ""
         self.diagnostics = PipelineDiagnostics()
@@ -148,23 +147,11 @@ class MultiCameraNode(PerceptionNode):
         outputs = camera.outputs
         if not self._active or outputs is None:
             return
-        camera.counters.image_arrived()
-        if self.params["lazy"] and not outputs.listening():
-            camera.counters.add("idle")
+        admitted = camera.admission.admit(msg, decode, self.params, outputs.listening(), camera.input_topic,
+                                          self.get_logger())
+        if admitted is None:
             return
-        max_rate = float(self.params["max_rate_hz"])
-        now = time.monotonic()
-        if max_rate > 0 and now - camera.last_accepted < 1.0 / max_rate:
-            camera.counters.add("rate_capped")
-            return
-        camera.last_accepted = now
-        try:
-            image, encoding = decode(msg, int(self.params["max_image_pixels"]))
-        except BadImage as exc:
-            camera.stats.frame_in()
-            camera.stats.reject(exc.reason)
-            self.get_logger().warning(f"rejected image on {camera.input_topic}: {exc}", throttle_duration_sec=5.0)
-            return
+        image, encoding = admitted
         engine = self.engine
         if engine is not None:
             engine.submit(camera.name, image, encoding, tag=msg.header, keep_image=outputs.overlay_wanted())

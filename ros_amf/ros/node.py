@@ -13,7 +13,6 @@ counted by cause and shows up on ``stats`` and /diagnostics; the node keeps runn
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 import rclpy
@@ -27,9 +26,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ros_amf.ros import topics
+from ros_amf.ros.admission import FrameAdmission
 from ros_amf.ros.camera_info import CameraInfoCache
 from ros_amf.ros.camera_outputs import CameraOutputs
-from ros_amf.ros.conversions import BadImage
 from ros_amf.ros.image_decoding import compressed_to_pixels, image_to_pixels
 from ros_amf.ros.diagnostics import NodeCounters, PipelineDiagnostics, stats_message
 from ros_amf.ros.live_params import apply_to_engine, static_refusal, value_problem
@@ -70,7 +69,7 @@ class PerceptionNode(LifecycleNode):
         self._configured = self._active = False
         self._configure_error: Exception | None = None
         self._entities: list = []          # publishers, subscriptions, timers made by activate
-        self._last_accepted = 0.0
+        self._admission = FrameAdmission(self.counters, self.stats)
         self._camera_infos = CameraInfoCache(self.counters)
         self.outputs: CameraOutputs | None = None   # the result publishers, while active
         self._close_topics()
@@ -245,23 +244,11 @@ class PerceptionNode(LifecycleNode):
         """Admit a frame (lazy, rate cap), make it pixels (``decode``: zero-copy or one conversion), submit it."""
         if not self._active:
             return
-        self.counters.image_arrived()
-        if self.params["lazy"] and not self._listening():
-            self.counters.add("idle")
+        admitted = self._admission.admit(msg, decode, self.params, self._listening(), self.input_topic,
+                                         self.get_logger())
+        if admitted is None:
             return
-        max_rate = float(self.params["max_rate_hz"])
-        now = time.monotonic()
-        if max_rate > 0 and now - self._last_accepted < 1.0 / max_rate:
-            self.counters.add("rate_capped")
-            return
-        self._last_accepted = now
-        try:
-            image, encoding = decode(msg, int(self.params["max_image_pixels"]))
-        except BadImage as exc:
-            self.stats.frame_in()
-            self.stats.reject(exc.reason)
-            self.get_logger().warning(f"rejected image on {self.input_topic}: {exc}", throttle_duration_sec=5.0)
-            return
+        image, encoding = admitted
         engine = self.engine
         if engine is None:
             return

@@ -30,7 +30,7 @@ from ros_amf.runtime.backends import BackendForward
 from ros_amf.runtime.outputs import BadModelOutput, FrameResult, NonFiniteOutput
 from ros_amf.runtime.pipeline import EngineConfig, LatestSlot
 from ros_amf.runtime.stages import CameraFrame, FrameStages, InferredFrame, PreparedFrame, elapsed_ms
-from ros_amf.runtime.stats import PipelineCounters
+from ros_amf.runtime.stats import InFlight, PipelineCounters
 
 __all__ = ["BatchedEngine", "split_batch", "infer_batch"]
 
@@ -127,8 +127,7 @@ class BatchedEngine:
         self._q_post = LatestSlot(1)
         self._threads: list[threading.Thread] = []
         self._running = threading.Event()
-        self._idle = threading.Condition()
-        self._pending = 0
+        self._in_flight = InFlight()
 
     def warm_up(self, height: int | None = None, width: int | None = None) -> str | None:
         """One throw-away batch (a black frame per camera) through every stage, not counted: the first
@@ -164,8 +163,7 @@ class BatchedEngine:
         slot = self._slots[self._camera(camera)]
         self.stats[camera].frame_in()
         frame = self._frame(image, encoding, tag, keep_image)
-        with self._idle:
-            self._pending += 1
+        self._in_flight.add()
         item = (camera, frame)
         if self.config.lossless:
             while slot.put(item, block=True) is item:
@@ -283,14 +281,7 @@ class BatchedEngine:
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until every submitted frame is published, dropped or failed."""
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._pending > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+        return self._in_flight.wait_idle(timeout)
 
     def stop(self) -> None:
         """Stop the threads; frames still inside are counted as dropped on their cameras."""
@@ -307,19 +298,15 @@ class BatchedEngine:
                 waiting += [camera for camera, _ in batch]
         for camera in waiting:
             self.stats[camera].dropped()
-        with self._idle:
-            self._pending = 0
-            self._idle.notify_all()
+        self._in_flight.clear()
 
     @property
     def in_flight(self) -> int:
-        return self._pending
+        return self._in_flight.count
 
     def _finish(self, count: int) -> None:
         if count:
-            with self._idle:
-                self._pending -= count
-                self._idle.notify_all()
+            self._in_flight.done(count)
 
     def _deliver(self, camera: str, result: FrameResult) -> None:
         start = time.perf_counter()

@@ -35,7 +35,7 @@ import torch
 from ros_amf.runtime.loading import LoadedModel
 from ros_amf.runtime.outputs import BadModelOutput, FrameResult, NonFiniteOutput, check_output_scale
 from ros_amf.runtime.stages import CameraFrame, FrameSettings, FrameStages, elapsed_ms
-from ros_amf.runtime.stats import PipelineCounters
+from ros_amf.runtime.stats import InFlight, PipelineCounters
 
 __all__ = ["Engine", "EngineConfig", "LatestSlot"]
 
@@ -121,8 +121,7 @@ class Engine:
         self._reorder = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._running = threading.Event()
-        self._idle = threading.Condition()
-        self._pending = 0
+        self._in_flight = InFlight()
 
     def stream_busy_ms(self) -> list[tuple[str, float, float]]:
         """GPU: (name, start_ms, end_ms) of each stage's stream work; call after the work finished."""
@@ -178,8 +177,7 @@ class Engine:
         """Hand a frame to the pipeline (never blocks); returns its sequence number."""
         self.stats.frame_in()
         frame = self.make_frame(image, encoding, tag, keep_image)
-        with self._idle:
-            self._pending += 1
+        self._in_flight.add()
         if self.config.lossless:
             while self._slot.put(frame, block=True) is frame:
                 if not self._running.is_set():
@@ -195,14 +193,7 @@ class Engine:
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until every submitted frame is published, dropped or failed."""
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._pending > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+        return self._in_flight.wait_idle(timeout)
 
     def stop(self) -> None:
         """Stop the stage threads; frames still waiting inside are counted as dropped (never lost silently)."""
@@ -210,9 +201,7 @@ class Engine:
         for thread in self._threads:
             thread.join(timeout=5.0)
         self._threads.clear()
-        with self._idle:
-            abandoned, self._pending = self._pending, 0
-            self._idle.notify_all()
+        abandoned = self._in_flight.clear()
         self._slot = LatestSlot(self.config.input_slots)
         self._q_infer = LatestSlot(self.config.stage_queue)
         with self._reorder:
@@ -223,12 +212,10 @@ class Engine:
 
     @property
     def in_flight(self) -> int:
-        return self._pending
+        return self._in_flight.count
 
     def _finish_one(self) -> None:
-        with self._idle:
-            self._pending -= 1
-            self._idle.notify_all()
+        self._in_flight.done()
 
     def _run_preprocess(self) -> None:
         while self._running.is_set():

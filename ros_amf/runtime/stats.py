@@ -131,3 +131,43 @@ def format_table(snapshot: StatsSnapshot, wall_s: float | None = None) -> str:
         lines.append(f"{s.stage:<12} {s.count:>6} {s.mean_ms:>9.2f} {s.p50_ms:>9.2f} {s.p95_ms:>9.2f} "
                      f"{s.p99_ms:>9.2f} {s.max_ms:>9.2f}")
     return "\n".join(lines)
+
+
+class InFlight:
+    """How many frames an engine holds (handed over, not yet published, dropped or failed); ``wait_idle``
+    waits until it holds none. Both engines (one camera, batched cameras) count their frames with it."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def add(self, frames: int = 1) -> None:
+        with self._changed:
+            self._count += frames
+
+    def done(self, frames: int = 1) -> None:
+        with self._changed:
+            self._count -= frames
+            self._changed.notify_all()
+
+    def clear(self) -> int:
+        """Forget every frame still held (the engine stopped); returns how many that was."""
+        with self._changed:
+            abandoned, self._count = self._count, 0
+            self._changed.notify_all()
+        return abandoned
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until every frame is published, dropped or failed; False when ``timeout`` ran out first."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._count > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
