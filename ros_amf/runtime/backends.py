@@ -73,6 +73,15 @@ def backend_version(name: str) -> str:
     return str(getattr(module, "__version__", "unknown"))
 
 
+def backend_installed(name: str) -> bool:
+    """Whether backend ``name`` (and what it needs) is installed."""
+    try:
+        backend_version(name)
+        return True
+    except ImportError:
+        return False
+
+
 def resolve_backend(asked: str, device: torch.device, precision: str, random_weights: bool,
                     tasks: tuple[str, ...] = ("instance",)) -> tuple[str, list[str]]:
     """The backend that will run a forward of ``tasks``, and warnings when the one asked for cannot."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ros_amf.apps import export as export_app
-from ros_amf.runtime.backends import BACKENDS, BackendForward, backend_version
+from ros_amf.runtime.backends import BACKENDS, BackendForward, backend_installed, backend_version
 from ros_amf.runtime.backends_cache import get_or_build, inspect_entry
 from ros_amf.runtime.benchmark import equality_frames, result_equality
 from ros_amf.runtime.loading import load_model
@@ -24,12 +24,7 @@ SEMANTIC_PT = ROOT / "models" / "fpn_afma_r18slim.pt"
 COMPILED = [b for b in BACKENDS if b not in ("torch", "openvino-int8")]
 
 
-def installed(backend: str) -> bool:
-    try:
-        backend_version(backend)
-        return True
-    except ImportError:
-        return False
+installed = backend_installed     # backend name -> bool
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ros_amf.modeling.backbones.deform_conv import DeformConv2d, ModulatedDeformConv2d
-from ros_amf.runtime.backends import BACKENDS, BackendForward, backend_version
+from ros_amf.runtime.backends import BACKENDS, BackendForward, backend_installed
 from ros_amf.runtime.backends_export import sample_input
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,12 +17,7 @@ HW = (64, 96)
 KEYS = ("pred_logits", "pred_masks", "pred_scores")
 
 
-def installed(backend: str) -> bool:
-    try:
-        backend_version(backend)
-        return True
-    except ImportError:
-        return False
+installed = backend_installed     # backend name -> bool
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from ros_amf.apps.train import main_joint
 from ros_amf.data.datasets.cityscapes import CityscapesDataset
 from ros_amf.data.datasets.coco import CocoInstances
 from ros_amf.data.datasets.paired import PairedAnnotations
-from ros_amf.data.synthetic.dataset import make_dataset
 from ros_amf.modeling.joint import JointModelConfig, build_joint_model
 from ros_amf.runtime.loading import joint_model, load_model
 from ros_amf.runtime.pipeline import Engine, EngineConfig
@@ -23,13 +22,6 @@ TINY = ("model:\n  backbone: resnet\n  backbone_depth: 18\n  backbone_width: 8\n
         "             kernel_dim: 8, head_norm: gn}\n"
         "  semantic: {architecture: fpn, num_classes: 19, decoder_channels: 16, afma: true, afma_depth: 2,\n"
         "             afma_patch_size: 4}\n")
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    make_dataset(out, frames=4, seed=3, val_fraction=0.25, size=(128, 96), progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,11 @@ import pytest
 import torch
 
 from ros_amf.contract.checkpoint import load_checkpoint
-from ros_amf.data.synthetic.dataset import make_dataset
 from ros_amf.apps import eval_semantic
 from ros_amf.apps.train import main_semantic
 from ros_amf.data.transforms import TrainAugmentation
 from ros_amf.training.config import load_run_config
 from ros_amf.training.semantic import SemanticTrainConfig
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    make_dataset(out, frames=4, seed=3, val_fraction=0.25, size=(128, 96), progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")
