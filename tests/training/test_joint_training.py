@@ -74,7 +74,9 @@ def test_paired_annotations_join_by_image_name_and_refuse_data_of_other_images(t
 def test_joint_training_ships_two_checkpoints_that_joint_mode_runs_as_one(tiny_data, tiny_config, tmp_path):
     argv = ["--config", str(tiny_config), "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--iterations", "2",
             "--batch-size", "2", "--short-side", "96", "--crop", "64x64", "--checkpoint-every", "1", "--log-every", "1",
-            "--threads", "1", "--no-progress", "--export", str(tmp_path / "shipped" / "joint.pt")]
+            "--threads", "1", "--no-progress", "--export", str(tmp_path / "shipped" / "joint.pt"),
+            # no forked loader processes: this test process already runs DDS, OpenVINO and inductor threads
+            "--workers", "0"]
     (tmp_path / "shipped").mkdir()
     assert main_joint(argv) == 0
     parts = {task: tmp_path / "shipped" / f"joint_{task}.pt" for task in ("instance", "semantic")}
