@@ -56,9 +56,15 @@ class PipelineDiagnostics:
         self._last = (0, 0, 0, 0, 0)   # dropped, rejected, failed, camera_info misses, QoS events
 
     def status(self, name: str, hardware_id: str, snap, node: NodeCounters, qos_events: dict[str, int],
-               params: dict, listening: bool) -> DiagnosticStatus:
+               params: dict, listening: bool, engine_warnings: list[str] = ()) -> DiagnosticStatus:
+        """``engine_warnings``: what the engine could not do as configured (e.g. a backend that failed and
+        runs torch instead, at start-up or later); the status stays WARN while there are any."""
         level, problems = DiagnosticStatus.OK, []
         warn = DiagnosticStatus.WARN
+        engine_warnings = list(engine_warnings)
+        if engine_warnings:
+            level = warn
+            problems += engine_warnings
         now = time.monotonic()
         silent_for = now - (node.last_image_at or self.started)
         if silent_for > float(params["input_timeout_s"]):
@@ -100,7 +106,8 @@ class PipelineDiagnostics:
                   ("frames_in", snap.frames_in), ("frames_out", snap.frames_out),
                   ("frames_dropped", snap.frames_dropped), ("frames_rejected", snap.frames_rejected),
                   ("frames_failed", snap.frames_failed), ("frames_idle", idle), ("frames_rate_capped", capped),
-                  ("camera_info_misses", misses), ("qos_incompatible", qos_total)]
+                  ("camera_info_misses", misses), ("qos_incompatible", qos_total),
+                  ("engine_warnings", len(engine_warnings))]
         values += [(f"rejected.{k}", v) for k, v in sorted(snap.rejected.items())]
         values += [(f"failed.{k}", v) for k, v in sorted(snap.failed.items())]
         values += [(f"qos_incompatible.{k}", v) for k, v in sorted(qos_events.items())]

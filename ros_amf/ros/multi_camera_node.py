@@ -184,7 +184,8 @@ class MultiCameraNode(PerceptionNode):
             snap = stats.snapshot()
             publisher.publish(stats_message(header, name, snap))
             statuses.append(camera.diagnostics.status(name, camera.input_topic, snap, counters,
-                                                      self.qos_events.snapshot(), self.params, outputs.listening()))
+                                                      self.qos_events.snapshot(), self.params, outputs.listening(),
+                                                      self.engine.warnings if self.engine else []))
         self.pub_diagnostics.publish(DiagnosticArray(header=header, status=statuses))
 
 

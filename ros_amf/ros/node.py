@@ -287,7 +287,7 @@ class PerceptionNode(LifecycleNode):
         name = self.get_fully_qualified_name()
         outputs.stats.publish(stats_message(header, name, snap))
         status = self.diagnostics.status(name, self.input_topic, snap, self.counters, self.qos_events.snapshot(),
-                                         self.params, self._listening())
+                                         self.params, self._listening(), self.engine.warnings if self.engine else [])
         self.pub_diagnostics.publish(DiagnosticArray(header=header, status=[status]))
 
     def destroy_node(self) -> None:

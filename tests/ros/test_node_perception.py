@@ -206,10 +206,15 @@ def test_naive_node_gives_the_same_outputs_as_the_pipelined_node(graph):
                    bytes(naive.got["instance_ids"][0].data), 5)
 
 
-def test_compile_parameters_reach_the_engine_and_cudagraphs_on_a_cpu_says_it_runs_eager(graph, ros_context):
+def test_compile_parameters_reach_the_engine_and_cudagraphs_on_a_cpu_says_in_diagnostics_it_runs_eager(graph, ros_context):
     g = graph(**{"backend": "torch", "semantic.compile": "cudagraphs"})
     assert g.node.engine.config.compile == {"instance": "none", "semantic": "cudagraphs"}
     assert any("cudagraphs" in warning for warning in g.node.engine.warnings)
     assert g.send(_image_msg(stamp_sec=3))            # and the node keeps serving frames, eager
+
+    def said_in_diagnostics():                        # what the engine could not do is a WARN on /diagnostics
+        return any(s.level == DiagnosticStatus.WARN and "cudagraphs" in s.message
+                   for d in g.got["diagnostics"] for s in d.status if s.hardware_id == g.topic)
+    assert spin_until(g.executor, said_in_diagnostics, 10)
     with pytest.raises(Exception, match="compile"):
         Graph(ros_context, **{"instance.compile": "fastest"})
