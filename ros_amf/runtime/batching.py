@@ -28,7 +28,7 @@ import torch
 
 from ros_amf.runtime.backends import BackendForward
 from ros_amf.runtime.outputs import BadModelOutput, FrameResult, NonFiniteOutput
-from ros_amf.runtime.pipeline import EngineConfig, LatestSlot
+from ros_amf.runtime.pipeline import EngineConfig, LatestSlot, StageThreads
 from ros_amf.runtime.stages import CameraFrame, FrameStages, InferredFrame, PreparedFrame, elapsed_ms
 from ros_amf.runtime.stats import InFlight, PipelineCounters
 
@@ -125,8 +125,8 @@ class BatchedEngine:
         self._slots = {name: LatestSlot(config.input_slots) for name in self.cameras}
         self._q_infer = LatestSlot(1)
         self._q_post = LatestSlot(1)
-        self._threads: list[threading.Thread] = []
-        self._running = threading.Event()
+        self._stage_threads = StageThreads("ros_amf-batched")
+        self._running = self._stage_threads.running
         self._in_flight = InFlight()
 
     def warm_up(self, height: int | None = None, width: int | None = None) -> str | None:
@@ -238,14 +238,8 @@ class BatchedEngine:
 
     # ----- pipelined use -----
     def start(self) -> None:
-        if self._threads:
-            return
-        self._running.set()
-        for name, target in (("gather", self._run_gather), ("inference", self._run_inference),
-                             ("postprocess", self._run_postprocess)):
-            thread = threading.Thread(target=target, name=f"ros_amf-batched-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._stage_threads.start([("gather", self._run_gather), ("inference", self._run_inference),
+                                   ("postprocess", self._run_postprocess)])
 
     def _hand_over(self, queue: LatestSlot, batch: list) -> bool:
         while queue.put(batch, block=True) is batch:
@@ -285,10 +279,7 @@ class BatchedEngine:
 
     def stop(self) -> None:
         """Stop the threads; frames still inside are counted as dropped on their cameras."""
-        self._running.clear()
-        for thread in self._threads:
-            thread.join(timeout=5.0)
-        self._threads.clear()
+        self._stage_threads.stop()
         waiting: list[str] = []
         for slot in self._slots.values():
             while (item := slot.get(timeout=0.0)) is not None:

@@ -88,6 +88,31 @@ class LatestSlot:
         return len(self._items)
 
 
+class StageThreads:
+    """An engine's stage threads and the flag they run under (``running``): started once, stopped together."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.running = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, workers: list[tuple[str, Callable[[], None]]]) -> None:
+        if self._threads:
+            return
+        self.running.set()
+        for name, target in workers:
+            thread = threading.Thread(target=target, name=f"{self.prefix}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Clear the flag and wait (a few seconds at most each) for the threads to leave their loops."""
+        self.running.clear()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self._threads.clear()
+
+
 class Engine:
     """Runs the instance and/or semantic model on frames; ``process`` (synchronous) or ``start/submit`` (pipelined)."""
 
@@ -119,8 +144,8 @@ class Engine:
         self._done: dict[int, Any] = {}
         self._take_lock = threading.Lock()
         self._reorder = threading.Condition()
-        self._threads: list[threading.Thread] = []
-        self._running = threading.Event()
+        self._stage_threads = StageThreads("ros_amf")
+        self._running = self._stage_threads.running
         self._in_flight = InFlight()
 
     def stream_busy_ms(self) -> list[tuple[str, float, float]]:
@@ -163,15 +188,9 @@ class Engine:
 
     # ----- pipelined use -----
     def start(self) -> None:
-        if self._threads:
-            return
-        self._running.set()
         workers = [("preprocess", self._run_preprocess), ("postprocess", self._run_postprocess)]
         workers += [(f"inference{i}", self._run_inference) for i in range(self.inference_workers)]
-        for name, target in workers:
-            thread = threading.Thread(target=target, name=f"ros_amf-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._stage_threads.start(workers)
 
     def submit(self, image: np.ndarray, encoding: str, tag: Any = None, keep_image: bool = False) -> int:
         """Hand a frame to the pipeline (never blocks); returns its sequence number."""
@@ -197,10 +216,7 @@ class Engine:
 
     def stop(self) -> None:
         """Stop the stage threads; frames still waiting inside are counted as dropped (never lost silently)."""
-        self._running.clear()
-        for thread in self._threads:
-            thread.join(timeout=5.0)
-        self._threads.clear()
+        self._stage_threads.stop()
         abandoned = self._in_flight.clear()
         self._slot = LatestSlot(self.config.input_slots)
         self._q_infer = LatestSlot(self.config.stage_queue)
