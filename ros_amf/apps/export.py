@@ -7,7 +7,9 @@
     ros-amf export onnx --config models/amf_sparseinst_r50.yaml --out r50.onnx   # random weights (speed)
 
 The graph takes one pre-processed image [1,3,H,W] (float32, normalised, padded to a multiple of 32)
-and returns plain tensors: pred_logits, pred_masks, pred_scores (instance) and/or logits (semantic).
+and returns plain tensors: pred_logits, pred_masks_stride8, pred_scores (instance) and/or logits
+(semantic). The instance masks are at the mask branch's stride (1/8 of the input); upsample them x2
+(bilinear, align_corners=False) to get the model's pred_masks at 1/4, as outputs_from_arrays does.
 Pre- and post-processing stay outside (ros_amf.runtime.preprocess / outputs). The shape is fixed:
 the padded network input a camera of ``--size`` HxW gets at the model's input size. The export is
 then run in every installed backend (onnxruntime, openvino) on a synthetic street frame and compared

@@ -5,6 +5,14 @@ logits, for the training loss); ``ExportForward`` flattens what inference reads 
 tensors with fixed names, and ``outputs_from_arrays`` rebuilds the dicts the runtime's
 post-processing takes, so pre- and post-processing stay outside the graph and shared with torch.
 
+Two rewrites make the graphs cheaper for the CPU engines without changing the maths
+(``graph_module``): the instance masks leave the graph at the mask branch's stride and are upsampled x2
+in ``outputs_from_arrays`` (OpenVINO re-lays the large upsampled output at a cost of ~8 ms per frame),
+and GroupNorm takes its statistics from per-channel moments (``MomentsGroupNorm``), because the
+reshape of the whole feature map the standard form exports to forces OpenVINO to convert layouts
+around every normalisation. Measured on the shipped instance model at 384x512, two threads: 26.1 ms
+-> 17.4 ms in OpenVINO; onnxruntime is unchanged.
+
 Three kinds of graph: ``instance`` (AMF-SparseInst), ``semantic`` (AFMA host network) and ``joint``
 (one backbone forward feeding both heads, ``runtime.loading.JointModel``).
 """
@@ -20,18 +28,26 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
 
 from ros_amf.contract.input_size import InputSize
 from ros_amf.modeling.semantic.model import SemanticSegmentationModel
+from ros_amf.modeling.sparseinst.decoder import GroupIAMDecoder, upsample_masks
 from ros_amf.runtime.loading import JointModel
 from ros_amf.runtime.preprocess import preprocess_numpy
 
 OPSET = 18
 INPUT_NAME = "images"
-INSTANCE_OUTPUTS = ("pred_logits", "pred_masks", "pred_scores")
+# the graph's masks are at the mask branch's stride; outputs_from_arrays upsamples them to "pred_masks"
+INSTANCE_OUTPUTS = ("pred_logits", "pred_masks_stride8", "pred_scores")
+INSTANCE_KEYS = ("pred_logits", "pred_masks", "pred_scores")
+MASK_UPSAMPLE = 2.0
+# part of every cache key: a graph exported under another layout of outputs is never reused
+GRAPH_FORMAT = 2
 OUTPUT_NAMES = {
     "instance": INSTANCE_OUTPUTS,
     "semantic": ("logits",),
@@ -42,24 +58,62 @@ OUTPUT_NAMES = {
 MAX_ABS_DIFF = 2e-2
 
 
-class ExportForward(nn.Module):
-    """The inference forward of one graph kind as a tuple of tensors (``OUTPUT_NAMES[kind]`` order)."""
+class MomentsGroupNorm(nn.GroupNorm):
+    """GroupNorm with the same maths (two-pass mean and biased variance per sample and group), its statistics
+    taken from per-channel means of the feature map: only [N, C]-sized tensors are reshaped, so an engine
+    keeps the map in its own blocked layout instead of converting it around a [N, G, -1] reshape."""
 
-    def __init__(self, module: nn.Module, kind: str):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels = x.shape[:2]
+        groups = self.num_groups
+
+        def per_group(per_channel: torch.Tensor) -> torch.Tensor:     # [N, C] -> group average, [N, C, 1, 1]
+            grouped = per_channel.reshape(batch, groups, channels // groups).mean(-1, keepdim=True)
+            return grouped.expand(batch, groups, channels // groups).reshape(batch, channels, 1, 1)
+
+        centred = x - per_group(x.mean((2, 3)))
+        variance = per_group((centred * centred).mean((2, 3)))
+        scale = torch.rsqrt(variance + self.eps)
+        if self.affine:
+            return centred * (scale * self.weight.view(1, channels, 1, 1)) + self.bias.view(1, channels, 1, 1)
+        return centred * scale
+
+
+def graph_module(module: nn.Module, moments_group_norm: bool = True) -> nn.Module:
+    """A copy of ``module`` in the form that is exported: instance masks left at the mask branch's stride and,
+    when asked, ``MomentsGroupNorm`` for every GroupNorm. The caller's module is not changed."""
+    graph = copy.deepcopy(module)
+    for layer in graph.modules():
+        if isinstance(layer, GroupIAMDecoder):
+            if layer.scale_factor != MASK_UPSAMPLE:
+                raise ValueError(f"the instance decoder upsamples masks x{layer.scale_factor}; exported graphs "
+                                 f"assume x{MASK_UPSAMPLE}.")
+            layer.upsample_in_forward = False
+        if moments_group_norm and type(layer) is nn.GroupNorm:
+            layer.__class__ = MomentsGroupNorm
+    return graph
+
+
+
+class ExportForward(nn.Module):
+    """The inference forward of one graph kind as a tuple of tensors (``OUTPUT_NAMES[kind]`` order), computed
+    by ``graph_module(module)`` (``moments_group_norm=False``: with torch's own GroupNorm, the reference)."""
+
+    def __init__(self, module: nn.Module, kind: str, moments_group_norm: bool = True):
         super().__init__()
         if kind not in OUTPUT_NAMES:
             raise ValueError(f"graph kind '{kind}' is unknown; use one of {sorted(OUTPUT_NAMES)}.")
-        self.module = module
+        self.module = graph_module(module, moments_group_norm)
         self.kind = kind
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.module(images)
         if self.kind == "instance":
-            return tuple(out[key] for key in INSTANCE_OUTPUTS)
+            return tuple(out[key] for key in INSTANCE_KEYS)
         if self.kind == "semantic":
             return (_semantic_logits(out),)
         instance, semantic = out
-        return tuple(instance[key] for key in INSTANCE_OUTPUTS) + (_semantic_logits(semantic),)
+        return tuple(instance[key] for key in INSTANCE_KEYS) + (_semantic_logits(semantic),)
 
 
 def _semantic_logits(out: Any) -> torch.Tensor:
@@ -71,7 +125,8 @@ def outputs_from_arrays(kind: str, arrays: list[np.ndarray]) -> Any:
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
     if kind == "semantic":
         return {"logits": tensors[0]}
-    instance = dict(zip(INSTANCE_OUTPUTS, tensors[:3]))
+    instance = dict(zip(INSTANCE_KEYS, tensors[:3]))
+    instance["pred_masks"] = upsample_masks(instance["pred_masks"], MASK_UPSAMPLE)
     return instance if kind == "instance" else (instance, {"logits": tensors[3]})
 
 
@@ -135,8 +190,9 @@ def sample_input(camera_hw: tuple[int, int], size: InputSize | None = None, seed
 
 
 def torch_reference(module: nn.Module, kind: str, images: np.ndarray) -> list[np.ndarray]:
+    """The graph's outputs as torch computes them with its own layers (torch's GroupNorm, not the rewrite)."""
     with torch.inference_mode():
-        return [t.float().numpy() for t in ExportForward(module, kind)(torch.from_numpy(images))]
+        return [t.float().numpy() for t in ExportForward(module, kind, moments_group_norm=False)(torch.from_numpy(images))]
 
 
 def largest_difference(reference: list[np.ndarray], outputs: list[np.ndarray], kind: str) -> tuple[float, str]:
@@ -162,9 +218,9 @@ def check_reproduces(reference: list[np.ndarray], outputs: list[np.ndarray], kin
 
 
 def torch_export_version() -> str:
-    return f"torch-{torch.__version__}-opset{OPSET}"
+    return f"torch-{torch.__version__}-opset{OPSET}-graph{GRAPH_FORMAT}"
 
 
-__all__ = ["ExportForward", "INPUT_NAME", "MAX_ABS_DIFF", "OUTPUT_NAMES", "check_reproduces", "export_onnx",
+__all__ = ["ExportForward", "GRAPH_FORMAT", "INPUT_NAME", "MomentsGroupNorm", "graph_module", "MAX_ABS_DIFF", "OUTPUT_NAMES", "check_reproduces", "export_onnx",
            "graph_kind", "largest_difference", "outputs_from_arrays", "sample_input",
            "torch_export_version", "torch_reference", "weights_digest"]

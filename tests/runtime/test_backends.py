@@ -170,7 +170,7 @@ def test_export_command_writes_a_graph_that_reproduces_torch(tmp_path, capsys):
     assert export_app.main(["--checkpoint", str(INSTANCE_PT), "--size", "240x320", "--out", str(out)]) == 0
     meta = json.loads(Path(f"{out}.json").read_text())
     assert meta["kind"] == "instance" and meta["input"]["images"] == [1, 3, 384, 512]
-    assert meta["outputs"] == ["pred_logits", "pred_masks", "pred_scores"]
+    assert meta["outputs"] == ["pred_logits", "pred_masks_stride8", "pred_scores"]
     for backend in COMPILED:
         if installed(backend):
             assert meta["checks"][backend]["passed"], meta["checks"]
