@@ -59,6 +59,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
         p.add_argument("--init-instance", type=Path, help="start from this instance checkpoint (its backbone is kept)")
         p.add_argument("--init-semantic", type=Path, help="and this semantic checkpoint (its heads); with --init-instance")
         p.add_argument("--semantic-weight", type=float, default=1.0, help="loss = instance + this x semantic")
+        p.add_argument("--freeze-instance", action="store_true",
+                       help="keep the --init-instance model (backbone and heads) exactly as it is and train only "
+                            "the semantic heads on its backbone")
     else:
         p.add_argument("--data", type=Path,
                        help="dataset root (a make-data --out directory or the dataset folder)")
@@ -150,7 +153,8 @@ def make_joint_task(args: argparse.Namespace, model_cfg) -> joint.JointTask:
     val_set = open_semantic_dataset("cityscapes", args.data / "cityscapes", args.val_split) if args.val_split else None
     parts = (args.init_instance, args.init_semantic) if args.init_instance is not None else None
     return joint.JointTask(model_cfg, train_set, val, val_set, small_ids_of(train_set, "cityscapes"),
-                           semantic_weight=args.semantic_weight, init_parts=parts)
+                           semantic_weight=args.semantic_weight, init_parts=parts,
+                           freeze_instance=args.freeze_instance)
 
 
 def make_task(name: str, args: argparse.Namespace, model_cfg):

@@ -9,6 +9,10 @@ The two sub-models hold the *same* backbone module, so ``model.instance.state_di
 ``model.semantic.state_dict()`` are ordinary checkpoints of each task whose backbone weights are
 identical; the runtime's joint mode recognises that and runs the backbone once per frame for both.
 
+``freeze_instance()`` fixes the instance model (backbone and heads, BatchNorm statistics too) so that
+training moves only the semantic heads: the instance outputs stay exactly those of the checkpoint it
+was loaded from, and the semantic heads learn to read that backbone's features.
+
 The backbone settings (network, pretrained weights, pixel normalisation, freezing) and the input size
 live once, at the top of the config, and are written into both sub-configs, so they cannot disagree.
 """
@@ -23,6 +27,7 @@ from torch import nn
 
 from ros_amf.contract.input_size import InputSize
 from ros_amf.contract.pixels import IMAGENET, PixelNormalisation
+from ros_amf.modeling.backbones.frozen import freeze
 from ros_amf.modeling.semantic.model import ENCODER_OUT_STRIDE, SemanticModelConfig, build_semantic_model
 from ros_amf.modeling.sparseinst.model import InstanceModelConfig, build_instance_model
 
@@ -65,6 +70,14 @@ class SharedBackboneModel(nn.Module):
         self.semantic = build_semantic_model(cfg.semantic)
         # the very same module in both: one set of weights, trained by both losses
         self.semantic.encoder = self.instance.backbone
+        self.instance_frozen = False
+
+    def freeze_instance(self) -> None:
+        """No gradients for the backbone and the instance heads, and fixed BatchNorm statistics; in training the
+        instance heads are then skipped (``out["instance"]`` is None), as nothing of theirs would learn."""
+        freeze(self.instance)
+        self.semantic.encoder = self.instance.backbone    # freeze() may have replaced BatchNorm modules
+        self.instance_frozen = True
 
     @property
     def backbone(self) -> nn.Module:
@@ -75,6 +88,11 @@ class SharedBackboneModel(nn.Module):
         if height % 32 or width % 32:
             raise ValueError(f"input size {height}x{width} is not a multiple of 32; pad the batch "
                              "(ros_amf.runtime.preprocess does) before calling the model.")
+        if self.instance_frozen:
+            with torch.no_grad():
+                features = self.backbone(images)
+            instance = None if self.training else self.instance.heads(features)
+            return {"instance": instance, "semantic": self.semantic.heads(images, features)}
         features = self.backbone(images)
         return {"instance": self.instance.heads(features), "semantic": self.semantic.heads(images, features)}
 

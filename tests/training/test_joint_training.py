@@ -105,3 +105,33 @@ def test_joint_training_ships_two_checkpoints_that_joint_mode_runs_as_one(tiny_d
     shipped = load_checkpoint(parts["semantic"])["state_dict"]
     for name, value in started.semantic.state_dict().items():
         assert torch.equal(value, shipped[name].to(value.dtype)), name
+
+    # --freeze-instance: the instance part comes out exactly as it went in; only the semantic heads learn
+    frozen_argv = ["--config", str(tiny_config), "--data", str(tiny_data), "--out", str(tmp_path / "frozen"),
+                   "--iterations", "2", "--batch-size", "2", "--short-side", "96", "--crop", "64x64",
+                   "--checkpoint-every", "1", "--log-every", "1", "--threads", "1", "--no-progress", "--workers", "0",
+                   "--lr", "0.01", "--warmup-iters", "0", "--init-instance", str(parts["instance"]),
+                   "--init-semantic", str(parts["semantic"]), "--freeze-instance",
+                   "--export", str(tmp_path / "shipped" / "frozen.pt")]
+    assert main_joint(frozen_argv) == 0
+    before_instance = load_checkpoint(parts["instance"])["state_dict"]
+    after_instance = load_checkpoint(tmp_path / "shipped" / "frozen_instance.pt")["state_dict"]
+    assert before_instance.keys() == after_instance.keys()
+    assert all(torch.equal(before_instance[k], after_instance[k]) for k in before_instance)
+    before_semantic = load_checkpoint(parts["semantic"])["state_dict"]
+    after_semantic = load_checkpoint(tmp_path / "shipped" / "frozen_semantic.pt")["state_dict"]
+    heads = [k for k in before_semantic if not k.startswith("encoder.") and before_semantic[k].is_floating_point()
+             and "running_" not in k]
+    moved = [k for k in heads if not torch.equal(before_semantic[k], after_semantic[k])]
+    assert moved, "the semantic heads did not train"
+    # the shared backbone inside the semantic part is the frozen instance backbone
+    backbone = {k[len("backbone."):]: v for k, v in after_instance.items() if k.startswith("backbone.")}
+    encoder = {k[len("encoder."):]: v for k, v in after_semantic.items() if k.startswith("encoder.")}
+    assert backbone.keys() == encoder.keys() and all(torch.equal(backbone[k], encoder[k]) for k in backbone)
+
+
+def test_freezing_the_instance_model_needs_trained_parts(tiny_data, tiny_config, tmp_path, capsys):
+    argv = ["--config", str(tiny_config), "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--iterations", "1",
+            "--threads", "1", "--no-progress", "--workers", "0", "--freeze-instance"]
+    assert main_joint(argv) != 0
+    assert "freezing the instance model needs a trained one" in capsys.readouterr().err
