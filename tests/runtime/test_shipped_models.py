@@ -29,3 +29,22 @@ def test_shipped_checkpoint_is_small_and_loads_with_its_config(checkpoint):
     loaded = load_model(task, MODELS / f"{checkpoint.stem}.yaml", checkpoint)
     assert not loaded.random_weights
     assert len(loaded.class_names) >= 2
+
+
+def test_shipped_joint_set_shares_one_backbone_and_joint_mode_equals_the_two_models_apart():
+    import numpy as np
+    from ros_amf.data.synthetic.render import render_still
+    from ros_amf.runtime.loading import joint_model
+    from ros_amf.runtime.pipeline import Engine, EngineConfig
+    instance = load_model("instance", MODELS / "amf_sparseinst_effl0.yaml", MODELS / "amf_sparseinst_effl0.pt")
+    semantic = load_model("semantic", MODELS / "joint_effl0_semantic.yaml", MODELS / "joint_effl0_semantic.pt")
+    _, warnings = joint_model(instance.module, semantic.module)
+    assert warnings == []                    # identical backbones: sharing loses nothing
+    image = np.ascontiguousarray(render_still(3, 0, width=640, height=480).image)
+    config = dict(backend="torch", score_threshold=0.3)
+    together = Engine(EngineConfig(joint=True, **config), instance, semantic).process(image, "rgb8")
+    apart = Engine(EngineConfig(**config), instance, semantic).process(image, "rgb8")
+    assert together.error is None and apart.error is None
+    assert np.array_equal(together.semantic.labels, apart.semantic.labels)
+    assert np.array_equal(together.instances.ids, apart.instances.ids)
+    assert len(apart.instances.scores) > 0  # a street frame: the trained model finds things
