@@ -27,8 +27,8 @@ from torch import nn
 
 from ros_amf.runtime.backends_cache import cache_root, get_or_build
 from ros_amf.runtime.backends_export import (INPUT_NAME, OUTPUT_NAMES, check_reproduces, export_onnx, graph_kind,
-                                             largest_difference, outputs_from_arrays, sample_input,
-                                             torch_export_version, torch_reference, weights_digest)
+                                             largest_difference, masks_leave_at_stride8, outputs_from_arrays,
+                                             sample_input, torch_export_version, torch_reference, weights_digest)
 from ros_amf.runtime.compile import check_compile_modes, compile_forward, mode_for
 from ros_amf.runtime.int8 import calibration_key, check_int8, nncf_version, quantize_to_ir
 from ros_amf.runtime.loading import pixels_of
@@ -175,6 +175,7 @@ class BackendForward(nn.Module):
         self.version = backend_version(backend)
         self.torch_module = module
         self.kind = graph_kind(module)
+        self.upsample_masks = masks_leave_at_stride8(module)
         self.cfg = getattr(module, "cfg", None)     # pixels_of() and the evaluators read the config
         self.label = label
         self.warnings = warnings if warnings is not None else []
@@ -208,7 +209,7 @@ class BackendForward(nn.Module):
             arrays = runner(np.ascontiguousarray(images.numpy()))
         finally:
             self._put(runner, hw, threads)
-        return outputs_from_arrays(self.kind, arrays)
+        return outputs_from_arrays(self.kind, arrays, self.upsample_masks)
 
     def _take(self, hw: tuple[int, int], threads: int) -> Runner:
         with self._lock:

@@ -120,13 +120,21 @@ def _semantic_logits(out: Any) -> torch.Tensor:
     return out["logits"] if isinstance(out, dict) else out
 
 
-def outputs_from_arrays(kind: str, arrays: list[np.ndarray]) -> Any:
-    """Backend outputs (in ``OUTPUT_NAMES[kind]`` order) -> what the torch module would have returned."""
+def masks_leave_at_stride8(module: nn.Module) -> bool:
+    """Whether ``graph_module`` moves the x2 mask upsampling of ``module`` out of the graph (a SparseInst
+    decoder is in it); other instance modules (test doubles) export their masks as they return them."""
+    return any(isinstance(layer, GroupIAMDecoder) for layer in module.modules())
+
+
+def outputs_from_arrays(kind: str, arrays: list[np.ndarray], upsample: bool = True) -> Any:
+    """Backend outputs (in ``OUTPUT_NAMES[kind]`` order) -> what the torch module would have returned;
+    ``upsample``: the graph's masks are at stride 8 (``masks_leave_at_stride8`` of the exported module)."""
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
     if kind == "semantic":
         return {"logits": tensors[0]}
     instance = dict(zip(INSTANCE_KEYS, tensors[:3]))
-    instance["pred_masks"] = upsample_masks(instance["pred_masks"], MASK_UPSAMPLE)
+    if upsample:
+        instance["pred_masks"] = upsample_masks(instance["pred_masks"], MASK_UPSAMPLE)
     return instance if kind == "instance" else (instance, {"logits": tensors[3]})
 
 
@@ -222,5 +230,5 @@ def torch_export_version() -> str:
 
 
 __all__ = ["ExportForward", "GRAPH_FORMAT", "INPUT_NAME", "MomentsGroupNorm", "graph_module", "MAX_ABS_DIFF", "OUTPUT_NAMES", "check_reproduces", "export_onnx",
-           "graph_kind", "largest_difference", "outputs_from_arrays", "sample_input",
+           "graph_kind", "largest_difference", "masks_leave_at_stride8", "outputs_from_arrays", "sample_input",
            "torch_export_version", "torch_reference", "weights_digest"]

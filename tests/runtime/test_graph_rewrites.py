@@ -68,3 +68,13 @@ def test_exported_instance_graph_has_no_feature_map_group_norm_and_no_output_ups
     reference = torch_reference(instance_module, "instance", sample_input((128, 160)))
     assert reference[1].shape[-2:] == (16, 20)
     assert np.isfinite(reference[1]).all()
+
+
+def test_only_sparseinst_masks_leave_the_graph_at_stride_8(instance_module):
+    from runtime_helpers import ScriptedInstanceModel
+    from ros_amf.runtime.backends_export import masks_leave_at_stride8
+    assert masks_leave_at_stride8(instance_module)
+    assert not masks_leave_at_stride8(ScriptedInstanceModel([(2, 2, 8, 8)], [0], [0.9]))
+    arrays = [np.zeros((1, 4, 3), np.float32), np.zeros((1, 4, 16, 24), np.float32), np.zeros((1, 4, 1), np.float32)]
+    assert outputs_from_arrays("instance", arrays, upsample=False)["pred_masks"].shape[-2:] == (16, 24)
+    assert outputs_from_arrays("instance", arrays)["pred_masks"].shape[-2:] == (32, 48)
