@@ -75,8 +75,7 @@ class SharedBackboneModel(nn.Module):
     def freeze_instance(self) -> None:
         """No gradients for the backbone and the instance heads, and fixed BatchNorm statistics; in training the
         instance heads are then skipped (``out["instance"]`` is None), as nothing of theirs would learn."""
-        freeze(self.instance)
-        self.semantic.encoder = self.instance.backbone    # freeze() may have replaced BatchNorm modules
+        freeze(self.instance)     # BatchNorm layers are swapped inside the backbone: the semantic model shares them
         self.instance_frozen = True
 
     @property

@@ -19,6 +19,7 @@ Three kinds of graph: ``instance`` (AMF-SparseInst), ``semantic`` (AFMA host net
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import logging
@@ -27,8 +28,6 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Any
-
-import copy
 
 import numpy as np
 import torch
@@ -92,7 +91,6 @@ def graph_module(module: nn.Module, moments_group_norm: bool = True) -> nn.Modul
         if moments_group_norm and type(layer) is nn.GroupNorm:
             layer.__class__ = MomentsGroupNorm
     return graph
-
 
 
 class ExportForward(nn.Module):
@@ -200,7 +198,8 @@ def sample_input(camera_hw: tuple[int, int], size: InputSize | None = None, seed
 def torch_reference(module: nn.Module, kind: str, images: np.ndarray) -> list[np.ndarray]:
     """The graph's outputs as torch computes them with its own layers (torch's GroupNorm, not the rewrite)."""
     with torch.inference_mode():
-        return [t.float().numpy() for t in ExportForward(module, kind, moments_group_norm=False)(torch.from_numpy(images))]
+        reference = ExportForward(module, kind, moments_group_norm=False)
+        return [t.float().numpy() for t in reference(torch.from_numpy(images))]
 
 
 def largest_difference(reference: list[np.ndarray], outputs: list[np.ndarray], kind: str) -> tuple[float, str]:
@@ -229,6 +228,7 @@ def torch_export_version() -> str:
     return f"torch-{torch.__version__}-opset{OPSET}-graph{GRAPH_FORMAT}"
 
 
-__all__ = ["ExportForward", "GRAPH_FORMAT", "INPUT_NAME", "MomentsGroupNorm", "graph_module", "MAX_ABS_DIFF", "OUTPUT_NAMES", "check_reproduces", "export_onnx",
-           "graph_kind", "largest_difference", "masks_leave_at_stride8", "outputs_from_arrays", "sample_input",
-           "torch_export_version", "torch_reference", "weights_digest"]
+__all__ = ["ExportForward", "GRAPH_FORMAT", "INPUT_NAME", "MAX_ABS_DIFF", "MomentsGroupNorm", "OUTPUT_NAMES",
+           "check_reproduces", "export_onnx", "graph_kind", "graph_module", "largest_difference",
+           "masks_leave_at_stride8", "outputs_from_arrays", "sample_input", "torch_export_version",
+           "torch_reference", "weights_digest"]
