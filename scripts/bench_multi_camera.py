@@ -35,13 +35,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ros_amf.contract import shipped  # noqa: E402
 from ros_amf.data.synthetic.render import render_still  # noqa: E402
 from ros_amf.runtime.batching import BatchedEngine  # noqa: E402
 from ros_amf.runtime.loading import load_model  # noqa: E402
 from ros_amf.runtime.pipeline import Engine, EngineConfig  # noqa: E402
 
-MODELS = {"instance": ("models/amf_sparseinst_r18slim.yaml", "models/amf_sparseinst_r18slim.pt"),
-          "semantic": ("models/fpn_afma_effl0.yaml", "models/fpn_afma_effl0.pt")}
+MODELS = shipped.DEFAULTS
 CAMERAS = ("front", "rear", "left")
 
 

@@ -64,8 +64,9 @@ def results_at(scale: str, image):
     import torch
     from ros_amf.runtime.loading import load_model
     from ros_amf.runtime.pipeline import Engine, EngineConfig
-    models = {t: load_model(t, ROOT / f"models/{name}.yaml", ROOT / f"models/{name}.pt", device="cpu")
-              for t, name in (("instance", "amf_sparseinst_r18slim"), ("semantic", "fpn_afma_effl0"))}
+    from ros_amf.contract import shipped
+    models = {t: load_model(t, ROOT / files.config, ROOT / files.checkpoint, device="cpu")
+              for t, files in shipped.DEFAULTS.items()}
     torch.set_num_threads(os.cpu_count() or 1)
     engine = Engine(EngineConfig(backend="torch", output_scale=scale, score_threshold=0.3), models["instance"],
                     models["semantic"])

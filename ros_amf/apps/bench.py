@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ros_amf.apps.common import add_input_size_flags, input_size_from
+from ros_amf.contract import shipped
 from ros_amf.runtime.backends import BACKENDS, CHOICES, backend_version
 from ros_amf.runtime.benchmark import (bench_bare, bench_naive, bench_pipelined, equality_frames, in_worker_thread,
                                        measure_variants, memory_run, output_agreement, stream_overlap, street_frames)
@@ -58,11 +59,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ros-amf bench runtime", description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", choices=["both", "instance", "semantic"], default="both")
-    parser.add_argument("--instance-config", default="models/amf_sparseinst_r18slim.yaml")
+    parser.add_argument("--instance-config", default=shipped.INSTANCE.config)
     parser.add_argument("--instance-checkpoint", default="auto",
                         help="auto: the .pt beside the config (models/X.yaml -> models/X.pt), random weights when "
                              "there is none; empty: random weights (speed only)")
-    parser.add_argument("--semantic-config", default="models/fpn_afma_effl0.yaml")
+    parser.add_argument("--semantic-config", default=shipped.SEMANTIC.config)
     parser.add_argument("--semantic-checkpoint", default="auto")
     parser.add_argument("--image", default="480x640", help="camera image HxW")
     add_input_size_flags(parser, "each model config's input_size")

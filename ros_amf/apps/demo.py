@@ -24,13 +24,12 @@ import numpy as np
 
 from ros_amf.apps.common import add_input_size_flags
 from ros_amf.bags.reader import BagError
+from ros_amf.contract import shipped
 from ros_amf.runtime.stats import StageSummary, StatsSnapshot, format_table
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / "data" / "demo"
 DEFAULT_OUT = ROOT / "out" / "demo"
-INSTANCE = ("models/amf_sparseinst_r18slim.yaml", "models/amf_sparseinst_r18slim.pt")
-SEMANTIC = ("models/fpn_afma_effl0.yaml", "models/fpn_afma_effl0.pt")
 # the preset's input size: small enough for a laptop CPU to keep up with the recorded 30 Hz
 DEMO_INPUT = (192, 256)
 
@@ -51,7 +50,7 @@ def ensure_bag(data_dir: Path, bag_frames: int) -> Path:
 def model_parameters(args) -> tuple[dict, list[str]]:
     """Node parameters for the models, and what was chosen (printed so nobody mistakes random weights)."""
     params, notes = {}, []
-    for task, (config, checkpoint) in (("instance", INSTANCE), ("semantic", SEMANTIC)):
+    for task, (config, checkpoint) in shipped.DEFAULTS.items():
         config = getattr(args, f"{task}_config") or config
         checkpoint = getattr(args, f"{task}_checkpoint") or checkpoint
         if not (ROOT / config).exists() and not Path(config).exists():

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ros_amf.apps.common import add_input_size_flags, input_size_from
+from ros_amf.contract import shipped
 from ros_amf.runtime.benchmark import bench_pipelined, in_worker_thread, make_frames
 from ros_amf.runtime.loading import load_model
 from ros_amf.runtime.pipeline import Engine, EngineConfig
@@ -32,10 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ros-amf bench soak", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", choices=["both", "instance", "semantic"], default="both")
-    p.add_argument("--instance-config", default="models/amf_sparseinst_r18slim.yaml")
-    p.add_argument("--instance-checkpoint", default="models/amf_sparseinst_r18slim.pt", help="empty: random weights")
-    p.add_argument("--semantic-config", default="models/fpn_afma_effl0.yaml")
-    p.add_argument("--semantic-checkpoint", default="models/fpn_afma_effl0.pt", help="empty: random weights")
+    p.add_argument("--instance-config", default=shipped.INSTANCE.config)
+    p.add_argument("--instance-checkpoint", default=shipped.INSTANCE.checkpoint, help="empty: random weights")
+    p.add_argument("--semantic-config", default=shipped.SEMANTIC.config)
+    p.add_argument("--semantic-checkpoint", default=shipped.SEMANTIC.checkpoint, help="empty: random weights")
     p.add_argument("--image", default="480x640", help="camera image HxW")
     add_input_size_flags(p, "each model config's input_size")
     p.add_argument("--frames", type=int, default=20000, help="frames fed in all")

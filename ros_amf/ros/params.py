@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ros_amf.contract import shipped
 from ros_amf.contract.input_size import PAD_MULTIPLE, InputSize
 from ros_amf.ros import topics
 
@@ -39,12 +40,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "do not subscribe."),
     ParamSpec("autostart", True, "Configure and activate the lifecycle node at start-up (no lifecycle manager "
                                  "needed); false = wait in 'unconfigured' for configure/activate transitions."),
-    ParamSpec("instance.config", "models/amf_sparseinst_r18slim.yaml",
+    ParamSpec("instance.config", shipped.INSTANCE.config,
               "Instance model config (YAML, see models/). Relative paths are tried from the working directory, "
               "then from the installed share/ros_amf.", _INST),
     ParamSpec("instance.checkpoint", "",
               "Instance checkpoint (.pt). Empty = random weights (plumbing tests only; a warning is logged).", _INST),
-    ParamSpec("semantic.config", "models/fpn_afma_effl0.yaml", "Semantic model config (YAML, see models/).", _SEM),
+    ParamSpec("semantic.config", shipped.SEMANTIC.config, "Semantic model config (YAML, see models/).", _SEM),
     ParamSpec("semantic.checkpoint", "",
               "Semantic checkpoint (.pt). Empty = random weights (plumbing tests only; a warning is logged).", _SEM),
     ParamSpec("instance.compile", "none",

@@ -48,3 +48,19 @@ def test_shipped_joint_set_shares_one_backbone_and_joint_mode_equals_the_two_mod
     assert np.array_equal(together.semantic.labels, apart.semantic.labels)
     assert np.array_equal(together.instances.ids, apart.instances.ids)
     assert len(apart.instances.scores) > 0  # a street frame: the trained model finds things
+
+
+@pytest.mark.parametrize("launch_file", ["perception.yaml", "replay.yaml", "multi_camera.yaml",
+                                         "multi_camera_per_node.yaml"])
+def test_launch_files_run_the_shipped_default_pair(launch_file):
+    import yaml
+    from ros_amf.contract import shipped
+    nodes = yaml.safe_load((MODELS.parent / "launch" / launch_file).read_text())
+    # nodes that name models (per-node files share theirs under /**)
+    named = [params["ros__parameters"] for params in nodes.values() if "instance" in params["ros__parameters"]]
+    assert named, f"no node names its models in launch/{launch_file}"
+    for params in named:
+        for task, files in shipped.DEFAULTS.items():
+            assert (params[task]["config"], params[task]["checkpoint"]) == files, \
+                f"launch/{launch_file} {task}: update it with ros_amf/contract/shipped.py"
+            assert (MODELS.parent / files.checkpoint).exists()
