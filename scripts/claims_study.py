@@ -15,6 +15,10 @@ Re-running is cheap: finished runs are skipped, an interrupted one continues fro
 recipe is refused rather than mixed into the table. OUT gets study.json (every number), table.md
 (mean ± sd per arm, paired differences arm − baseline with the per-seed values) and curves.png.
 Runs go seed by seed, so a study stopped half way already has complete pairs.
+
+Two cores, two workers: start the same command twice (one thread each). A worker claims a run before
+training it (OUT/<arm>/seed<k>/.claimed_by holds its pid) and passes over runs another live worker holds;
+each prints the table of what was finished when it ended, and --report-only afterwards tabulates all.
 """
 from __future__ import annotations
 
@@ -30,8 +34,8 @@ import yaml
 
 from ros_amf.contract.input_size import InputSize
 from ros_amf.training.study import (RECIPE_FILE, StudyError, StudySpec, aggregate, check_data_roots,
-                                    checkpoints_to_score, load_study_spec, markdown_table, run_recipe, run_state,
-                                    score_checkpoint, with_budget)
+                                    checkpoints_to_score, claim_run, load_study_spec, markdown_table, release_run,
+                                    run_recipe, run_state, score_checkpoint, with_budget)
 
 
 def size_hw(text: str) -> tuple[int, int]:
@@ -241,8 +245,14 @@ def main(argv: list[str] | None = None) -> int:
                 if run_state(run_dir, recipe) != "done":
                     print(f"{label}: not finished, left out")
                     continue
+            elif not claim_run(run_dir):
+                print(f"{label}: another worker is training it, left to that worker", flush=True)
+                continue
             else:
-                train_run(spec, run_dir, recipe, label, args.device)
+                try:
+                    train_run(spec, run_dir, recipe, label, args.device)
+                finally:
+                    release_run(run_dir)
             curves[arm.name][seed] = score_run(spec, run_dir, label, device)
             runs.append({"arm": arm.name, "seed": seed, "run_dir": str(run_dir), "config": arm.config,
                          "times": _read_json(run_dir / "study_times.json"), "curve": curves[arm.name][seed]})

@@ -7,7 +7,7 @@
   common ``train:`` recipe, so that for a given seed every arm sees the same data order, augmentation
   draws and lr schedule (``fit`` seeds the sampler and the augmentation from ``train.seed`` alone);
 - :func:`run_state` and :func:`checkpoints_to_score`: which runs are finished, which to resume, which
-  snapshots make the training curve;
+  snapshots make the training curve; :func:`claim_run` lets several workers (one per core) share the runs;
 - :func:`score_checkpoint`: the project's evaluators on the test split (semantic mIoU / mIoU_S / mIoU_L,
   instance COCO mask AP / AP50 / APs);
 - :func:`aggregate` and :func:`markdown_table`: per arm mean ± sd over seeds and the paired difference
@@ -207,6 +207,62 @@ def run_state(run_dir: Path, recipe: dict[str, Any]) -> str:
         if json.loads(summary.read_text()).get("iterations") == recipe["train"]["max_iters"]:
             return "done"
     return "resume" if (run_dir / "last.pt").is_file() else "new"
+
+
+CLAIM_FILE = ".claimed_by"   # pid of the study worker training a run: two workers share a study's runs
+
+
+def claim_run(run_dir: Path) -> bool:
+    """Take ``run_dir`` for this process; False when a live process holds it.
+
+    Lets one worker per core run the same study command: each trains the runs no other worker holds.
+    A claim whose process is gone (killed, session ended) is taken over, so an interrupted run resumes."""
+    import os
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CLAIM_FILE
+    for _ in range(2):   # the second try follows removing a dead worker's claim
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder == os.getpid():
+                return True
+            if holder and _alive(holder):
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release_run(run_dir: Path) -> None:
+    """Drop this process's claim on ``run_dir`` (see :func:`claim_run`)."""
+    import os
+
+    path = run_dir / CLAIM_FILE
+    try:
+        if int(path.read_text().strip() or 0) == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's process: alive
+        return True
+    return True
 
 
 def checkpoints_to_score(run_dir: Path, iterations: int, eval_every: int) -> list[tuple[int, Path]]:

@@ -1,6 +1,7 @@
 """models/table4_*.yaml: one config per row of the AMF-SparseInst paper's Table 4, at R-50-d-DCNv2 and at
-the slim CPU size. Each builds and runs ``model-info``; within a size the rows differ only in the three
-Table 4 switches (context, lite_bifpn, fem), and the full row equals the repository's AMF model there."""
+the slim CPU size (from scratch, and on the ImageNet-pretrained EfficientNet-Lite0). Each builds and runs
+``model-info``; within a size the rows differ only in the three Table 4 switches (context, lite_bifpn, fem),
+and the full row equals the repository's AMF model there."""
 import dataclasses
 import json
 from pathlib import Path
@@ -16,7 +17,8 @@ SWITCHES = ("context", "lite_bifpn", "fem")
 # Table 4, top to bottom: (context, Lite-BiFPN, FEM)
 TABLE4_ROWS = [("ppm", False, False), ("simam_aspp", False, False), ("simam_aspp", True, False),
                ("simam_aspp", False, True), ("simam_aspp", True, True)]
-GROUPS = {"r50d_dcn": sorted(MODELS.glob("table4_row*.yaml")), "slim": sorted(MODELS.glob("table4_slim_row*.yaml"))}
+GROUPS = {"r50d_dcn": sorted(MODELS.glob("table4_row*.yaml")), "slim": sorted(MODELS.glob("table4_slim_row*.yaml")),
+          "effl0": sorted(MODELS.glob("table4_effl0_row*.yaml"))}
 
 
 def model_section(path: Path) -> dict:
@@ -60,9 +62,12 @@ def test_full_rows_match_the_repositorys_amf_models():
                                   fem_source="pyramid")
     slim = parsed(GROUPS["slim"][-1])
     assert slim == dataclasses.replace(shipped, input_size=slim.input_size)
+    # the EfficientNet-Lite0 rows 1 and 5 are the claim (a) arms, model section for model section (shared runs)
+    assert model_section(GROUPS["effl0"][0]) == read_yaml(str(MODELS / "sparseinst_effl0.yaml"))["model"]
+    assert model_section(GROUPS["effl0"][-1]) == read_yaml(str(MODELS / "amf_sparseinst_effl0.yaml"))["model"]
 
 
-@pytest.mark.parametrize("path", GROUPS["r50d_dcn"] + GROUPS["slim"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", GROUPS["r50d_dcn"] + GROUPS["slim"] + GROUPS["effl0"], ids=lambda p: p.stem)
 def test_every_row_builds_and_runs_model_info(path, tmp_path, capsys):
     out = tmp_path / "info.json"
     assert main([str(path), "--size", "64x96", "--depth", "1", "--json", str(out)]) == 0

@@ -122,3 +122,43 @@ def test_run_states_and_the_curve_checkpoints(tmp_path):
         (run / f"snapshot_{it:06d}.pt").write_bytes(b"")
     assert checkpoints_to_score(run, 30, 10) == [(10, run / "snapshot_000010.pt"), (20, run / "snapshot_000020.pt"),
                                                  (30, run / "model.pt")]
+
+
+def test_a_run_is_claimed_by_one_live_worker_and_a_dead_workers_claim_is_taken_over(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from ros_amf.training.study import CLAIM_FILE, claim_run, release_run
+
+    run = tmp_path / "arm" / "seed1"
+    assert claim_run(run) and claim_run(run)              # taken, and taking it again is a no-op
+    assert (run / CLAIM_FILE).read_text() == str(os.getpid())
+    release_run(run)
+    assert not (run / CLAIM_FILE).exists()
+    # a live other worker holds it: passed over, and its claim is left alone
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / CLAIM_FILE).write_text(str(other.pid))
+        assert not claim_run(run)
+        release_run(run)
+        assert (run / CLAIM_FILE).read_text() == str(other.pid)
+    finally:
+        other.kill()
+        other.wait()
+    # that worker is gone (killed, session ended): the run is taken over and can resume
+    assert claim_run(run)
+    assert (run / CLAIM_FILE).read_text() == str(os.getpid())
+
+
+def test_table4_study_shares_claim_a_runs():
+    """Claim (b) reuses claim (a)'s runs for rows 1 and 5: same arm names, recipes, seeds, budget and test."""
+    a = load_study_spec(REPO / "models" / "study" / "sparseinst_vs_amf.yaml")
+    b = load_study_spec(REPO / "models" / "study" / "table4_effl0.yaml")
+    assert [arm.name for arm in b.arms][::4] == [arm.name for arm in a.arms]
+    for field_name in ("seeds", "budget", "train", "train_data", "test_data", "test_split", "eval_every",
+                       "eval_input", "test_limit", "curve_limit"):
+        assert getattr(a, field_name) == getattr(b, field_name), field_name
+    for arm_a, arm_b in zip(a.arms, b.arms[::4]):
+        for seed in a.seeds:
+            assert run_recipe(a, arm_a, seed) == run_recipe(b, arm_b, seed)
