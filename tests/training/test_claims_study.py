@@ -162,3 +162,13 @@ def test_table4_study_shares_claim_a_runs():
     for arm_a, arm_b in zip(a.arms, b.arms[::4]):
         for seed in a.seeds:
             assert run_recipe(a, arm_a, seed) == run_recipe(b, arm_b, seed)
+
+
+def test_instance_pretraining_spec_shares_claim_a_imagenet_run():
+    a = load_study_spec(REPO / "models" / "study" / "sparseinst_vs_amf.yaml")
+    p = load_study_spec(REPO / "models" / "study" / "pretraining" / "instance_pretrained_vs_scratch.yaml")
+    imagenet = {arm.name: arm for arm in p.arms}["amf_sparseinst"]
+    assert run_recipe(p, imagenet, 101) == run_recipe(a, {arm.name: arm for arm in a.arms}["amf_sparseinst"], 101)
+    scratch = run_recipe(p, {arm.name: arm for arm in p.arms}["scratch"], 101)
+    differing = {k for k, v in scratch["model"].items() if run_recipe(p, imagenet, 101)["model"].get(k) != v}
+    assert differing == {"backbone_weights"} and scratch["model"]["backbone_weights"] is None
