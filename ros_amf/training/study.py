@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,8 +218,6 @@ def claim_run(run_dir: Path) -> bool:
 
     Lets one worker per core run the same study command: each trains the runs no other worker holds.
     A claim whose process is gone (killed, session ended) is taken over, so an interrupted run resumes."""
-    import os
-
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CLAIM_FILE
     for _ in range(2):   # the second try follows removing a dead worker's claim
@@ -243,8 +242,6 @@ def claim_run(run_dir: Path) -> bool:
 
 def release_run(run_dir: Path) -> None:
     """Drop this process's claim on ``run_dir`` (see :func:`claim_run`)."""
-    import os
-
     path = run_dir / CLAIM_FILE
     try:
         if int(path.read_text().strip() or 0) == os.getpid():
@@ -254,8 +251,6 @@ def release_run(run_dir: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
-    import os
-
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
