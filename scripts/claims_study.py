@@ -12,8 +12,9 @@ the test split with the project's evaluators (scores cached in OUT/<arm>/seed<k>
 
 Re-running is cheap: finished runs are skipped, an interrupted one continues from its last.pt
 (--resume reproduces the uninterrupted curve), cached scores are reused. A run folder made with another
-recipe is refused rather than mixed into the table. OUT gets study.json (every number), table.md
-(mean ± sd per arm, paired differences arm − baseline with the per-seed values) and curves.png.
+recipe is refused rather than mixed into the table. OUT gets SPEC.json (every number), SPEC.md (mean ± sd
+per arm, paired differences arm − baseline with the per-seed values) and SPEC_curves.png, SPEC being the
+spec's file name: studies that share runs (one folder) keep their own tables.
 Runs go seed by seed, so a study stopped half way already has complete pairs.
 
 Two cores, two workers: start the same command twice (one thread each). A worker claims a run before
@@ -278,10 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{f' (first {spec.test_limit} frames)' if spec.test_limit else ''}. Mean ± sample sd over seeds; "
         f"paired rows: arm − {spec.baseline_arm} per seed, mean ± sd (per-seed values in seed order).\n")
     timing = run_time_table(runs)
-    (out / "table.md").write_text(header + "\n" + table + "\n\n" + timing + "\n")
-    plot_curves(spec, curves, out / "curves.png")
+    json_path, table_path, curves_path = (out / f"{args.spec.stem}{suffix}"
+                                          for suffix in (".json", ".md", "_curves.png"))
+    table_path.write_text(header + "\n" + table + "\n\n" + timing + "\n")
+    plot_curves(spec, curves, curves_path)
     resolved = {k: v for k, v in vars(spec).items()}
-    (out / "study.json").write_text(json.dumps({
+    json_path.write_text(json.dumps({
         "spec": str(args.spec), "resolved_spec": json.loads(json.dumps(resolved, default=_plain)),
         "summary": summary, "runs": runs}, indent=2, default=_plain))
     print()
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print()
     print(timing)
-    print(f"\nwrote {out / 'study.json'}, {out / 'table.md'}, {out / 'curves.png'} "
+    print(f"\nwrote {json_path}, {table_path}, {curves_path} "
           f"({(time.monotonic() - started) / 60:.1f} min this invocation)")
     return 0
 
