@@ -222,12 +222,9 @@ def claim_run(run_dir: Path) -> bool:
     path = run_dir / CLAIM_FILE
     for _ in range(2):   # the second try follows removing a dead worker's claim
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)   # atomic: one of two racing workers wins
         except FileExistsError:
-            try:
-                holder = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                holder = 0
+            holder = _claim_holder(path)
             if holder == os.getpid():
                 return True
             if holder and _alive(holder):
@@ -243,11 +240,16 @@ def claim_run(run_dir: Path) -> bool:
 def release_run(run_dir: Path) -> None:
     """Drop this process's claim on ``run_dir`` (see :func:`claim_run`)."""
     path = run_dir / CLAIM_FILE
+    if _claim_holder(path) == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def _claim_holder(path: Path) -> int:
+    """The pid in a claim file; 0 when there is none or it cannot be read."""
     try:
-        if int(path.read_text().strip() or 0) == os.getpid():
-            path.unlink()
+        return int(path.read_text().strip() or 0)
     except (OSError, ValueError):
-        pass
+        return 0
 
 
 def _alive(pid: int) -> bool:
@@ -256,7 +258,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:   # someone else's process: alive
-        return True
+        pass
     return True
 
 

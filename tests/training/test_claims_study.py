@@ -167,8 +167,8 @@ def test_table4_study_shares_claim_a_runs():
 def test_instance_pretraining_spec_shares_claim_a_imagenet_run():
     a = load_study_spec(REPO / "models" / "study" / "sparseinst_vs_amf.yaml")
     p = load_study_spec(REPO / "models" / "study" / "pretraining" / "instance_pretrained_vs_scratch.yaml")
-    imagenet = {arm.name: arm for arm in p.arms}["amf_sparseinst"]
-    assert run_recipe(p, imagenet, 101) == run_recipe(a, {arm.name: arm for arm in a.arms}["amf_sparseinst"], 101)
+    imagenet = run_recipe(p, {arm.name: arm for arm in p.arms}["amf_sparseinst"], 101)
+    assert imagenet == run_recipe(a, {arm.name: arm for arm in a.arms}["amf_sparseinst"], 101)
     scratch = run_recipe(p, {arm.name: arm for arm in p.arms}["scratch"], 101)
-    differing = {k for k, v in scratch["model"].items() if run_recipe(p, imagenet, 101)["model"].get(k) != v}
+    differing = {k for k, v in scratch["model"].items() if imagenet["model"].get(k) != v}
     assert differing == {"backbone_weights"} and scratch["model"]["backbone_weights"] is None
