@@ -205,11 +205,14 @@ def plot_curves(spec: StudySpec, curves: dict[str, dict[int, list[dict]]], path:
 
 
 def run_time_table(runs: list[dict]) -> str:
-    """Minutes per run: the training process (start-up and class counting included), its loop alone, scoring."""
-    lines = ["| arm | seed | train process min | train loop min | scoring min |", "|---|---|---|---|---|"]
+    """Minutes per run: the training loop summed over resumes (from metrics.jsonl), the training processes that
+    exited (start-up and class counting included; a worker killed mid-run never records its part, so this can
+    be the smaller figure), scoring."""
+    lines = ["| arm | seed | train loop min | train processes min (exited ones) | scoring min |",
+             "|---|---|---|---|---|"]
     for run in runs:
         t = run["times"] or {}
-        cells = [t.get("train_wall_seconds"), t.get("train_loop_seconds"), t.get("score_seconds")]
+        cells = [t.get("train_loop_seconds"), t.get("train_wall_seconds"), t.get("score_seconds")]
         lines.append(f"| {run['arm']} | {run['seed']} | "
                      + " | ".join("-" if c is None else f"{c / 60:.1f}" for c in cells) + " |")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train joint": ("ros_amf.apps.train:main_joint", "train both heads on one shared backbone"),
     "eval instance": ("ros_amf.apps.eval_instance", "COCO mask AP of an instance checkpoint (pycocotools)"),
     "eval semantic": ("ros_amf.apps.eval_semantic", "mIoU / mIoU_S / mIoU_L of a semantic checkpoint"),
-    "eval ceiling": ("ros_amf.apps.eval_ceiling", "mask AP a perfect SparseInst could reach at an input size"),
+    "eval ceiling": ("ros_amf.apps.eval_ceiling", "the mask AP or mIoU a perfect model could reach at an input size"),
     "import-weights": ("ros_amf.apps.import_weights", "a published SparseInst .pth -> models/NAME.pt + NAME.yaml"),
     "run": ("ros_amf.apps.run", "start the perception node graph from a parameter file"),
     "demo": ("ros_amf.apps.demo", "the main job: bag -> perception node over rclpy -> report"),

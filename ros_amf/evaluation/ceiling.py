@@ -1,4 +1,5 @@
-"""The COCO mask AP a perfect SparseInst could reach at a given input size (``ros-amf eval ceiling``).
+"""What a perfect model could score at a given input size (``ros-amf eval ceiling``): the COCO mask AP of
+SparseInst (:func:`mask_ceiling`) and the mIoU of a semantic host (:func:`semantic_ceiling`).
 
 SparseInst predicts masks at 1/4 of the padded network input, and post-processing upsamples them
 bilinearly and thresholds at 0.45. An object a few pixels wide therefore cannot be segmented at
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ros_amf.evaluation.coco_ap import coco_mask_ap, load_ground_truth, results_to_coco
+from ros_amf.evaluation.miou import ConfusionMatrix, summarize
 from ros_amf.modeling.sparseinst.postprocess import postprocess_instances
 from ros_amf.runtime.preprocess import InputSize, plan_geometry
 
@@ -67,3 +69,43 @@ def mask_ceiling(annotation_json: str | Path, input_size: InputSize, limit: int 
     metrics = coco_mask_ap(ground_truth, detections, image_ids)
     return {"input": {"short_side": input_size.short_side, "max_long_side": input_size.max_long_side},
             "images": len(image_ids), "instances": instances, "metrics": metrics}
+
+
+SEMANTIC_STRIDE = 4  # FPN / Unet-family hosts predict at 1/4 of the padded input (the dilated ones at 1/8)
+
+
+def oracle_label_map(label: np.ndarray, num_classes: int, input_size: InputSize,
+                     stride: int = SEMANTIC_STRIDE) -> np.ndarray:
+    """The train-id map [H, W] a perfect, calibrated semantic model predicts at ``input_size``.
+
+    Its logits on the 1/``stride`` grid are the log of each class's area share of the cell (the
+    softmax a perfectly calibrated model outputs there); they are then scored exactly like a model's:
+    bilinear up to the input, the valid region resized to the label size, arg-max. Ignore pixels
+    (ids >= num_classes) belong to no class; a cell of them alone predicts class 0, and is not scored."""
+    height, width = label.shape
+    geometry = plan_geometry(height, width, input_size)
+    (rh, rw), (ph, pw) = geometry.resized_hw, geometry.padded_hw
+    ids = torch.from_numpy(label.astype(np.int64))
+    one_hot = torch.zeros(num_classes, height, width)
+    valid = ids < num_classes
+    one_hot[ids[valid], valid.nonzero(as_tuple=True)[0], valid.nonzero(as_tuple=True)[1]] = 1.0
+    resized = F.interpolate(one_hot[None], size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+    share = F.avg_pool2d(F.pad(resized, (0, pw - rw, 0, ph - rh)), stride)
+    logits = F.interpolate(torch.log(share.clamp_min(1e-6)), size=(ph, pw), mode="bilinear", align_corners=False)
+    logits = F.interpolate(logits[..., :rh, :rw], size=(height, width), mode="bilinear", align_corners=False)
+    return logits.argmax(1)[0].numpy()
+
+
+def semantic_ceiling(dataset, input_size: InputSize, small_ids, limit: int = 0,
+                     stride: int = SEMANTIC_STRIDE) -> dict[str, Any]:
+    """mIoU / mIoU_S / mIoU_L of the oracle over the first ``limit`` (0 = all) images of a semantic data set."""
+    num_classes = len(dataset.class_names)
+    matrix = ConfusionMatrix(num_classes)
+    count = len(dataset) if not limit else min(limit, len(dataset))
+    for index in range(count):
+        label = np.asarray(dataset[index]["label"])
+        matrix.update(oracle_label_map(label, num_classes, input_size, stride), label)
+    summary = summarize(matrix.matrix, list(dataset.class_names), small_ids)
+    summary.pop("confusion_matrix")
+    return {"input": {"short_side": input_size.short_side, "max_long_side": input_size.max_long_side},
+            "images": count, "stride": stride, "metrics": summary}
