@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval instance": ("ros_amf.apps.eval_instance", "COCO mask AP of an instance checkpoint (pycocotools)"),
     "eval semantic": ("ros_amf.apps.eval_semantic", "mIoU / mIoU_S / mIoU_L of a semantic checkpoint"),
     "eval ceiling": ("ros_amf.apps.eval_ceiling", "the mask AP or mIoU a perfect model could reach at an input size"),
+    "calibrate semantic": ("ros_amf.apps.calibrate", "choose and store a semantic checkpoint's class-prior correction"),
     "import-weights": ("ros_amf.apps.import_weights", "a published SparseInst .pth -> models/NAME.pt + NAME.yaml"),
     "run": ("ros_amf.apps.run", "start the perception node graph from a parameter file"),
     "demo": ("ros_amf.apps.demo", "the main job: bag -> perception node over rclpy -> report"),

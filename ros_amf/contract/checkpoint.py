@@ -133,9 +133,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_state_into(model: torch.nn.Module, payload: dict[str, Any], path: str | Path = "checkpoint") -> None:
-    """Load weights strictly, turning shape or key mismatches into one clear sentence."""
+    """Load weights strictly, turning shape or key mismatches into one clear sentence.
+
+    Keys a module lists in ``optional_state_keys`` (state added after older checkpoints were saved) may be
+    absent; they keep the model's own value."""
     own = model.state_dict()
-    state = payload["state_dict"]
+    optional = {f"{prefix}.{key}" if prefix else key for prefix, module in model.named_modules()
+                for key in getattr(module, "optional_state_keys", ())}
+    state = {**{k: own[k] for k in optional if k in own and k not in payload["state_dict"]}, **payload["state_dict"]}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:

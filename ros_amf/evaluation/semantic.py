@@ -61,13 +61,19 @@ def load_semantic_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, image, size: InputSize, device: str | torch.device = "cpu") -> torch.Tensor:
-    """RGB uint8 HxWx3 -> train-id map [H, W] (long, on the CPU) at the image's own resolution."""
+def logits_at_image_size(model: torch.nn.Module, image, size: InputSize,
+                         device: str | torch.device = "cpu") -> torch.Tensor:
+    """RGB uint8 HxWx3 -> class logits [C, H, W] (float32, on the CPU) at the image's own resolution."""
     tensor, geometry = preprocess_numpy(image, "rgb8", size, pixels=pixels_of(model))
     logits = model(tensor.to(device))["logits"].float().cpu()
     rh, rw = geometry.resized_hw
     logits = F.interpolate(logits[..., :rh, :rw], size=geometry.original_hw, mode="bilinear", align_corners=False)
-    return logits.argmax(1)[0]
+    return logits[0]
+
+
+def predict(model: torch.nn.Module, image, size: InputSize, device: str | torch.device = "cpu") -> torch.Tensor:
+    """RGB uint8 HxWx3 -> train-id map [H, W] (long, on the CPU) at the image's own resolution."""
+    return logits_at_image_size(model, image, size, device).argmax(0)
 
 
 def evaluate(model: torch.nn.Module, dataset, size: InputSize, small_ids, limit: int = 0, progress=None,

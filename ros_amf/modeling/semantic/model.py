@@ -97,7 +97,14 @@ class SegmentationHead(nn.Module):
         return x
 
 
+def _after_load(module: "SemanticSegmentationModel", _incompatible_keys) -> None:
+    module._note_logit_bias()
+
+
 class SemanticSegmentationModel(nn.Module):
+    # state a checkpoint saved before it existed lacks; loading keeps the model's own (zero) value there
+    optional_state_keys = ("logit_bias",)
+
     def __init__(self, cfg: SemanticModelConfig, encoder: nn.Module, decoder: nn.Module,
                  afma: AcrossFeatureMapAttention | None):
         super().__init__()
@@ -106,6 +113,19 @@ class SemanticSegmentationModel(nn.Module):
         self.decoder = decoder
         self.head = SegmentationHead(decoder.out_channels, cfg.num_classes)
         self.afma = afma
+        # Per-class offsets added to the final logits at inference only: the class-prior correction of a
+        # model trained with class-weighted NLL (ros_amf.evaluation.prior). All zero = off, and the add is
+        # skipped (a Python flag, so tracing and CUDA graphs see a fixed graph).
+        self.register_buffer("logit_bias", torch.zeros(cfg.num_classes))
+        self.uses_logit_bias = False
+        self.register_load_state_dict_post_hook(_after_load)
+
+    def set_logit_bias(self, bias: torch.Tensor) -> None:
+        self.logit_bias.copy_(torch.as_tensor(bias, dtype=self.logit_bias.dtype))
+        self._note_logit_bias()
+
+    def _note_logit_bias(self) -> None:
+        self.uses_logit_bias = bool(self.logit_bias.detach().cpu().any())
 
     def forward(self, images: torch.Tensor) -> dict:
         return self.heads(images, self.encoder(images))
@@ -114,9 +134,15 @@ class SemanticSegmentationModel(nn.Module):
         """Everything after the encoder (a shared-backbone model calls this with its own features)."""
         host_logits = self.head(self.decoder(features), images.shape[-2:])
         if self.afma is None:
-            return {"logits": host_logits, "host_logits": host_logits, "afma": None}
+            return {"logits": self._prior_corrected(host_logits), "host_logits": host_logits, "afma": None}
         logits, factors = self.afma(images, features, host_logits)
-        return {"logits": logits, "host_logits": host_logits, "afma": factors}
+        return {"logits": self._prior_corrected(logits), "host_logits": host_logits, "afma": factors}
+
+    def _prior_corrected(self, logits: torch.Tensor) -> torch.Tensor:
+        # training sees the raw logits: the class-weighted loss is what the offsets correct for
+        if self.training or not self.uses_logit_bias:
+            return logits
+        return logits + self.logit_bias.to(logits.dtype).view(1, -1, 1, 1)
 
 
 def build_semantic_model(cfg: SemanticModelConfig) -> SemanticSegmentationModel:
