@@ -61,6 +61,11 @@ def main(argv: list[str]) -> int:
               "classes (meta.class_weights); only checkpoints trained by ros-amf train semantic / joint "
               "with the class-weighted loss can be calibrated.", file=sys.stderr)
         return 2
+    try:
+        prior_bias(weights, 1.0)
+    except ValueError as exc:
+        print(f"error: {args.checkpoint}: meta.class_weights: {exc}", file=sys.stderr)
+        return 2
     if len(dataset.class_names) != model.cfg.num_classes:
         print(f"error: {args.checkpoint} predicts {model.cfg.num_classes} classes but the {args.dataset} data has "
               f"{len(dataset.class_names)}; calibrate on the dataset it was trained for.", file=sys.stderr)

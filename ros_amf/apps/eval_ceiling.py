@@ -6,7 +6,8 @@
 Instance (default): every ground-truth mask is squeezed through SparseInst's 1/4-resolution mask grid
 at each input size and scored by the real post-processing and COCOeval. Semantic: the ground-truth
 label map becomes the logits of a perfect, calibrated host on its 1/4 grid (1/8 for the dilated
-hosts: --stride 8) and is scored like a model's output (ros_amf.evaluation.ceiling). A score far
+hosts: --stride 8) and is scored like a model's output (ros_amf.evaluation.ceiling); AFMA works on the
+full-resolution logits after that grid, so it bounds the host, not strictly host + AFMA. A score far
 below the ceiling says the model is under-trained; a low ceiling says the input is too small for the
 objects.
 """
@@ -52,6 +53,10 @@ def main(argv: list[str]) -> int:
         sizes = [InputSize(s, (s * 4 + 2) // 3) for s in args.input_short_sides]
     except ValueError as error:
         print(f"ros-amf eval ceiling: {error}", file=sys.stderr)
+        return 2
+    if args.stride < 1:
+        print(f"ros-amf eval ceiling: --stride {args.stride} is not a grid step; use 4 (FPN, the Unet family) or 8 "
+              "(the dilated hosts).", file=sys.stderr)
         return 2
     if args.task == "instance":
         annotation_json = Path(args.data) / "annotations" / f"instances_{args.split}.json"

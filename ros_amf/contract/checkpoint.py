@@ -136,11 +136,12 @@ def load_state_into(model: torch.nn.Module, payload: dict[str, Any], path: str |
     """Load weights strictly, turning shape or key mismatches into one clear sentence.
 
     Keys a module lists in ``optional_state_keys`` (state added after older checkpoints were saved) may be
-    absent; they keep the model's own value."""
+    absent; they load as zeros."""
     own = model.state_dict()
     optional = {f"{prefix}.{key}" if prefix else key for prefix, module in model.named_modules()
                 for key in getattr(module, "optional_state_keys", ())}
-    state = {**{k: own[k] for k in optional if k in own and k not in payload["state_dict"]}, **payload["state_dict"]}
+    state = {**{k: torch.zeros_like(own[k]) for k in optional if k in own and k not in payload["state_dict"]},
+             **payload["state_dict"]}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:

@@ -36,6 +36,7 @@ from ros_amf.contract.config import to_dict
 from ros_amf.data.collate import collate_batch
 from ros_amf.data.transforms import AugmentedDataset, TrainAugmentation
 from ros_amf.modeling.backbones.pretrained import init_backbone_from_file
+from ros_amf.modeling.semantic.model import clear_logit_biases
 from ros_amf.training import common
 from ros_amf.training.config import TrainConfig, iterations_per_epoch
 
@@ -121,6 +122,7 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     model = task.build_model()
     if init and not resume:
         load_state_into(model, load_checkpoint(init, task=task.name), init)
+        clear_logit_biases(model)
     elif task.model_config.backbone_weights and not resume:
         # a fresh run on pretrained weights: the weights say how a pixel must be normalised
         pixels = init_backbone_from_file(model, task.model_config.backbone_weights)

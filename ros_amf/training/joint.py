@@ -26,6 +26,7 @@ from ros_amf.evaluation.instance import evaluate_model
 from ros_amf.evaluation.semantic import evaluate
 from ros_amf.modeling.joint import JointModelConfig, SharedBackboneModel, build_joint_model
 from ros_amf.modeling.semantic.loss import SemanticLoss
+from ros_amf.modeling.semantic.model import clear_logit_biases
 from ros_amf.modeling.sparseinst.loss import SparseInstLoss
 from ros_amf.training.fit import LossFn
 from ros_amf.training.semantic import class_weights_from
@@ -70,6 +71,7 @@ class JointTask:
             # semantic first: loading it also writes the shared backbone, which the instance weights then replace
             load_state_into(model.semantic, load_checkpoint(semantic_path, task="semantic"), semantic_path)
             load_state_into(model.instance, load_checkpoint(instance_path, task="instance"), instance_path)
+            clear_logit_biases(model)
         if self.freeze_instance:
             model.freeze_instance()
         return model

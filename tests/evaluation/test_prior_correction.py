@@ -27,9 +27,13 @@ def test_offsets_are_minus_alpha_log_weight_and_an_absent_class_takes_the_rarest
         prior_bias([0.0, 0.0], 1.0)
 
 
-def test_the_model_adds_the_offsets_at_inference_only_and_skips_the_add_when_they_are_zero():
+AFMA = {"afma": True, "afma_depth": 2, "afma_patch_size": 4}
+
+
+@pytest.mark.parametrize("host", [{}, AFMA], ids=["host", "host+afma"])
+def test_the_model_adds_the_offsets_at_inference_only_and_skips_the_add_when_they_are_zero(host):
     torch.manual_seed(0)
-    model = build_semantic_model(tiny_config("semantic")).eval()
+    model = build_semantic_model(tiny_config("semantic", **host)).eval()
     images = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         raw = model(images)["logits"]
@@ -39,10 +43,15 @@ def test_the_model_adds_the_offsets_at_inference_only_and_skips_the_add_when_the
         assert model.uses_logit_bias
         corrected = model(images)
         assert torch.allclose(corrected["logits"], raw + bias.view(1, -1, 1, 1))
-        assert torch.equal(corrected["host_logits"], raw)        # the host's own logits stay raw
-        model.train()                                             # (batch statistics: other numbers)
+        model.set_logit_bias(torch.zeros(4))
+        assert not model.uses_logit_bias and torch.equal(model(images)["logits"], raw)
+        model.set_logit_bias(bias)
+        model.train()                                  # (batch statistics and dropout: other numbers)
+        torch.manual_seed(5)
         trained = model(images)
-        assert torch.equal(trained["logits"], trained["host_logits"])   # training sees the raw logits
+        model.set_logit_bias(torch.zeros(4))
+        torch.manual_seed(5)
+        assert torch.equal(model(images)["logits"], trained["logits"])   # training sees the raw logits
 
 
 def test_a_checkpoint_without_offsets_loads_as_zero_and_one_with_them_switches_them_on(tmp_path):
@@ -71,9 +80,10 @@ def test_a_checkpoint_without_offsets_loads_as_zero_and_one_with_them_switches_t
 
 
 @pytest.mark.skipif(not backend_installed("onnxruntime"), reason="onnxruntime is not installed")
-def test_the_exported_graph_carries_the_offsets(tmp_path):
+@pytest.mark.parametrize("host", [{}, AFMA], ids=["host", "host+afma"])
+def test_the_exported_graph_carries_the_offsets(tmp_path, host):
     torch.manual_seed(0)
-    model = build_semantic_model(tiny_config("semantic")).eval()
+    model = build_semantic_model(tiny_config("semantic", **host)).eval()
     model.set_logit_bias(torch.tensor([2.0, -1.0, 0.0, 0.5]))
     images = torch.randn(1, 3, 64, 96)
     compiled = BackendForward("onnxruntime", model, "tiny semantic", cache=tmp_path)
@@ -81,6 +91,7 @@ def test_the_exported_graph_carries_the_offsets(tmp_path):
         expected, got = model(images)["logits"], compiled(images)["logits"]
     assert compiled.fallback_reason is None
     assert torch.allclose(got, expected, atol=1e-4)
+    assert (expected.argmax(1) == 0).float().mean() > 0.9     # the +2 on class 0 decides most pixels
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +139,20 @@ def test_calibrate_writes_a_checkpoint_that_eval_scores_as_the_table_says(calibr
     stored = payload["state_dict"]["logit_bias"].float().numpy()               # fp16 like the weights
     assert stored == pytest.approx(prior_bias(weights, 1.0), abs=1e-2)
     assert out.with_suffix(".sha256").read_text().split()[1] == "calibrated.pt"
-    row = next(r for r in payload["meta"]["prior_correction"]["table"] if r["alpha"] == 1.0)
+    table = {r["alpha"]: r for r in payload["meta"]["prior_correction"]["table"]}
+    assert abs(table[1.0]["miou"] - table[0.0]["miou"]) > 0.01     # the offsets change the answer here
     scored = tmp_path / "eval.json"
     assert cli_main(["eval", "semantic", "--checkpoint", str(out), "--data", str(root / "synth"),
                      "--input-short-side", "64", "--input-max-long-side", "96", "--out", str(scored)]) == 0
-    assert json.loads(scored.read_text())["miou"] == pytest.approx(row["miou"], abs=0.02, nan_ok=True)
+    assert json.loads(scored.read_text())["miou"] == pytest.approx(table[1.0]["miou"], abs=2e-3)
+
+    # calibrating the calibrated checkpoint again starts from its raw logits: the same table
+    again = tmp_path / "again.pt"
+    assert cli_main([*argv[:-1], str(again)]) == 0
+    capsys.readouterr()
+    table_again = {r["alpha"]: r for r in load_checkpoint(again)["meta"]["prior_correction"]["table"]}
+    assert table_again[0.0]["miou"] == pytest.approx(table[0.0]["miou"], abs=1e-3)
+    assert table_again[1.0]["miou"] == pytest.approx(table[1.0]["miou"], abs=2e-3)
 
 
 def test_calibrate_refuses_a_checkpoint_without_class_weights_and_its_own_path(calibration_case, tmp_path, capsys):

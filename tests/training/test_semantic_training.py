@@ -101,6 +101,17 @@ def test_init_fine_tunes_from_given_weights_and_refuses_a_mismatched_checkpoint(
     assert "does not fit this model" in capsys.readouterr().err
 
 
+def test_fine_tuning_from_a_calibrated_checkpoint_starts_without_its_offsets(tiny_data, tiny_config, tmp_path):
+    _train(tiny_config, tiny_data, tmp_path / "first", 1)
+    payload = load_checkpoint(tmp_path / "first" / "final.pt")
+    payload["state_dict"]["logit_bias"] = torch.linspace(-2.0, 2.0, 19)     # as calibrate semantic stores them
+    torch.save(payload, tmp_path / "calibrated.pt")
+    _train(tiny_config, tiny_data, tmp_path / "tuned", 1, "--init", str(tmp_path / "calibrated.pt"))
+    tuned = load_checkpoint(tmp_path / "tuned" / "final.pt")["state_dict"]
+    # offsets chosen for other weights would be stale: training (and its val scores) start from none
+    assert not tuned["logit_bias"].any()
+
+
 def test_an_old_flat_config_still_reads_as_the_model_section(tiny_config, tmp_path):
     flat = tmp_path / "flat.yaml"
     flat.write_text("".join(line[2:] + "\n" for line in tiny_config.read_text().splitlines()[1:]))

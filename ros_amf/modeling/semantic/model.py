@@ -121,6 +121,7 @@ class SemanticSegmentationModel(nn.Module):
         self.register_load_state_dict_post_hook(_after_load)
 
     def set_logit_bias(self, bias: torch.Tensor) -> None:
+        """The one way to change the offsets (loading a state dict is the other): it keeps the flag true."""
         self.logit_bias.copy_(torch.as_tensor(bias, dtype=self.logit_bias.dtype))
         self._note_logit_bias()
 
@@ -171,3 +172,11 @@ def build_semantic_model(cfg: SemanticModelConfig) -> SemanticSegmentationModel:
                                          embed_rows=cfg.afma_embed_rows, stride_depth=stride_depth)
     decoder = DECODERS[cfg.architecture](encoder.out_channels, cfg.decoder_channels)
     return SemanticSegmentationModel(cfg, encoder, decoder, afma)
+
+
+def clear_logit_biases(model: nn.Module) -> None:
+    """Zero the prior-correction offsets of every semantic model in ``model``: weights that go on training
+    fit another posterior, so offsets chosen for the old weights would be stale (re-calibrate after)."""
+    for module in model.modules():
+        if isinstance(module, SemanticSegmentationModel):
+            module.set_logit_bias(torch.zeros_like(module.logit_bias))
