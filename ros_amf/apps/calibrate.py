@@ -1,6 +1,8 @@
 """``ros-amf calibrate semantic``: choose and store the class-prior correction of a semantic checkpoint.
 
     ros-amf calibrate semantic --checkpoint runs/x/export.pt --data data/synth --split val --out models/x.pt
+    ros-amf calibrate semantic --checkpoint runs/seg/model.pt --images my/val_images --labels my/val_labels \
+        --classes my/classes.yaml --out runs/seg/calibrated.pt
 
 A model trained with class-weighted NLL over-predicts its rare classes; adding -alpha · log w_k to the
 logits at inference undoes that (ros_amf.evaluation.prior). This scores every --alphas value on the
@@ -19,7 +21,8 @@ import torch
 from ros_amf.apps.common import add_input_size_flags, input_size_from
 from ros_amf.contract.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sha256_of
 from ros_amf.evaluation.prior import best_alpha, prior_bias, score_alphas
-from ros_amf.evaluation.semantic import SMALL_CLASS_IDS, load_semantic_model, open_semantic_dataset, small_ids_of
+from ros_amf.evaluation.semantic import (SMALL_CLASS_IDS, load_semantic_model, open_semantic_dataset,
+                                         open_semantic_folder, small_ids_of)
 
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 
@@ -28,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ros-amf calibrate semantic", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, type=Path, help="a semantic checkpoint trained by ros-amf")
-    p.add_argument("--data", required=True, type=Path, help="dataset root (make-data --out directory or real data)")
+    p.add_argument("--data", type=Path, help="dataset root (make-data --out directory or real data)")
+    p.add_argument("--images", type=Path, help="image folder (instead of --data; with --labels and --classes)")
+    p.add_argument("--labels", type=Path, help="label-PNG folder, same names and sub-folders as --images")
+    p.add_argument("--classes", type=Path, help="class table YAML: a list of {id, name, colour, small}")
     p.add_argument("--dataset", choices=sorted(SMALL_CLASS_IDS), default="cityscapes")
     p.add_argument("--split", default="val", help="the split alpha is chosen on (a validation split)")
     p.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS),
@@ -48,10 +54,16 @@ def main(argv: list[str]) -> int:
     if args.out.resolve() == args.checkpoint.resolve():
         print("error: --out is the --checkpoint itself; write the calibrated checkpoint to a new file.", file=sys.stderr)
         return 2
+    folder = [args.images, args.labels, args.classes]
+    if not ((args.data is not None and not any(folder)) or (args.data is None and all(folder))):
+        print("error: pass either --data DIR (Cityscapes / CamVid) or --images DIR --labels DIR --classes FILE.",
+              file=sys.stderr)
+        return 2
     try:
         model, payload = load_semantic_model(args.checkpoint)
         size = input_size_from(args, model.cfg.input_size)
-        dataset = open_semantic_dataset(args.dataset, args.data, args.split)
+        dataset = open_semantic_dataset(args.dataset, args.data, args.split) if args.data is not None \
+            else open_semantic_folder(*folder)
     except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -67,15 +79,17 @@ def main(argv: list[str]) -> int:
         print(f"error: {args.checkpoint}: meta.class_weights: {exc}", file=sys.stderr)
         return 2
     if len(dataset.class_names) != model.cfg.num_classes:
-        print(f"error: {args.checkpoint} predicts {model.cfg.num_classes} classes but the {args.dataset} data has "
+        print(f"error: {args.checkpoint} predicts {model.cfg.num_classes} classes but the data has "
               f"{len(dataset.class_names)}; calibrate on the dataset it was trained for.", file=sys.stderr)
         return 2
     alphas = sorted(set(args.alphas) | ({args.alpha} if args.alpha is not None else set()))
-    rows = score_alphas(model, dataset, size, weights, alphas, small_ids_of(dataset, args.dataset), args.limit,
+    rows = score_alphas(model, dataset, size, weights, alphas,
+                        small_ids_of(dataset, args.dataset if args.data is not None else None), args.limit,
                         progress=lambda i, n: print(f"\r{i}/{n} images", end="", file=sys.stderr))
     print(file=sys.stderr)
     chosen = args.alpha if args.alpha is not None else best_alpha(rows)
-    print(f"class-prior correction on {args.data} split '{args.split}' ({rows[0]['images']} images, input "
+    source = f"{args.data} split '{args.split}'" if args.data is not None else str(args.labels)
+    print(f"class-prior correction on {source} ({rows[0]['images']} images, input "
           f"{size.short_side}/{size.max_long_side}):")
     print("| alpha | mIoU | mIoU_S | mIoU_L | pixel acc |\n|---|---|---|---|---|")
     for row in rows:
@@ -86,7 +100,7 @@ def main(argv: list[str]) -> int:
     dtype = state["head.conv.weight"].dtype
     state["logit_bias"] = torch.from_numpy(prior_bias(weights, chosen)).to(dtype)
     meta = {**(payload.get("meta") or {}),
-            "prior_correction": {"alpha": chosen, "chosen_on": f"{args.data} split {args.split}",
+            "prior_correction": {"alpha": chosen, "chosen_on": source,
                                  "input": [size.short_side, size.max_long_side], "from": str(args.checkpoint),
                                  "table": [{k: r[k] for k in ("alpha", "miou", "miou_small", "miou_large")}
                                            for r in rows]}}

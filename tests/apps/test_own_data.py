@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pycocotools import mask as mask_utils
 
-from ros_amf.apps import eval_instance, eval_semantic
+from ros_amf.apps import calibrate, eval_instance, eval_semantic
 from ros_amf.apps.train import main_instance, main_semantic
 from ros_amf.contract.checkpoint import load_checkpoint
 from ros_amf.data.datasets.label_folder import LabelFolderDataset
@@ -161,3 +161,13 @@ def test_semantic_image_label_folder_trains_and_evaluates(tmp_path):
     summary = json.loads(out.read_text())
     assert summary["images"] == 3 and summary["dataset"] == "folder"
     assert list(summary["per_class"]) == ["ground", "widget", "gadget"] and summary["small_classes"] == ["widget"]
+    # the class-prior correction is chosen on the user's own folders too
+    calibrated = tmp_path / "calibrated.pt"
+    assert calibrate.main(["--checkpoint", str(run / "model.pt"), "--images", str(images), "--labels", str(labels),
+                           "--classes", str(classes), "--alphas", "0", "1", "--threads", "1",
+                           "--out", str(calibrated)]) == 0
+    payload = load_checkpoint(calibrated, task="semantic")
+    assert payload["meta"]["prior_correction"]["chosen_on"] == str(labels)
+    assert payload["state_dict"]["logit_bias"].shape == (3,)
+    assert calibrate.main(["--checkpoint", str(run / "model.pt"), "--images", str(images),
+                           "--out", str(tmp_path / "x.pt")]) == 2
