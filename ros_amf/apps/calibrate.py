@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-from ros_amf.apps.common import add_input_size_flags, input_size_from
+from ros_amf.apps.common import add_input_size_flags, add_semantic_data_flags, input_size_from, open_semantic_data
 from ros_amf.contract.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sha256_of
 from ros_amf.evaluation.prior import best_alpha, prior_bias, score_alphas
-from ros_amf.evaluation.semantic import (SMALL_CLASS_IDS, load_semantic_model, open_semantic_dataset,
-                                         open_semantic_folder, small_ids_of)
+from ros_amf.evaluation.semantic import SMALL_CLASS_IDS, load_semantic_model, small_ids_of
 
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 
@@ -31,10 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ros-amf calibrate semantic", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, type=Path, help="a semantic checkpoint trained by ros-amf")
-    p.add_argument("--data", type=Path, help="dataset root (make-data --out directory or real data)")
-    p.add_argument("--images", type=Path, help="image folder (instead of --data; with --labels and --classes)")
-    p.add_argument("--labels", type=Path, help="label-PNG folder, same names and sub-folders as --images")
-    p.add_argument("--classes", type=Path, help="class table YAML: a list of {id, name, colour, small}")
+    add_semantic_data_flags(p)
     p.add_argument("--dataset", choices=sorted(SMALL_CLASS_IDS), default="cityscapes")
     p.add_argument("--split", default="val", help="the split alpha is chosen on (a validation split)")
     p.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS),
@@ -54,16 +50,10 @@ def main(argv: list[str]) -> int:
     if args.out.resolve() == args.checkpoint.resolve():
         print("error: --out is the --checkpoint itself; write the calibrated checkpoint to a new file.", file=sys.stderr)
         return 2
-    folder = [args.images, args.labels, args.classes]
-    if not ((args.data is not None and not any(folder)) or (args.data is None and all(folder))):
-        print("error: pass either --data DIR (Cityscapes / CamVid) or --images DIR --labels DIR --classes FILE.",
-              file=sys.stderr)
-        return 2
     try:
         model, payload = load_semantic_model(args.checkpoint)
         size = input_size_from(args, model.cfg.input_size)
-        dataset = open_semantic_dataset(args.dataset, args.data, args.split) if args.data is not None \
-            else open_semantic_folder(*folder)
+        dataset = open_semantic_data(args)
     except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -18,21 +18,17 @@ from pathlib import Path
 
 import torch
 
-from ros_amf.apps.common import add_input_size_flags, input_size_from
+from ros_amf.apps.common import add_input_size_flags, add_semantic_data_flags, input_size_from, open_semantic_data
 from ros_amf.contract.checkpoint import CheckpointError
 from ros_amf.evaluation.miou import format_table
-from ros_amf.evaluation.semantic import (SMALL_CLASS_IDS, evaluate, load_semantic_model, open_semantic_dataset,
-                                         open_semantic_folder, small_ids_of)
+from ros_amf.evaluation.semantic import SMALL_CLASS_IDS, evaluate, load_semantic_model, small_ids_of
 from ros_amf.runtime.backends import CHOICES, backend_module
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ros-amf eval semantic", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("--data", type=Path, help="dataset root (make-data --out directory or real data)")
-    p.add_argument("--images", type=Path, help="image folder (instead of --data; with --labels and --classes)")
-    p.add_argument("--labels", type=Path, help="label-PNG folder, same names and sub-folders as --images")
-    p.add_argument("--classes", type=Path, help="class table YAML: a list of {id, name, colour, small}")
+    add_semantic_data_flags(p)
     p.add_argument("--dataset", choices=sorted(SMALL_CLASS_IDS), default="cityscapes")
     p.add_argument("--split", default="val")
     add_input_size_flags(p, "the checkpoint's model config")
@@ -54,16 +50,9 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     model, notes = backend_module(args.backend, model, "semantic model", task="semantic")
-    folder = [args.images, args.labels, args.classes]
-    given = [f is not None for f in folder]
-    if not ((args.data is not None and not any(given)) or (args.data is None and all(given))):
-        print("error: pass either --data DIR (Cityscapes / CamVid) or --images DIR --labels DIR --classes FILE.",
-              file=sys.stderr)
-        return 2
     try:
-        dataset = open_semantic_dataset(args.dataset, args.data, args.split) if args.data is not None \
-            else open_semantic_folder(*folder)
-    except ValueError as exc:   # DatasetFileError: the file and what to do
+        dataset = open_semantic_data(args)
+    except ValueError as exc:   # neither or both sources given; DatasetFileError: the file and what to do
         print(f"error: {exc}", file=sys.stderr)
         return 2
     kind = args.dataset if args.data is not None else "folder"

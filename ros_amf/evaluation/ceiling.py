@@ -85,10 +85,8 @@ def oracle_label_map(label: np.ndarray, num_classes: int, input_size: InputSize,
     height, width = label.shape
     geometry = plan_geometry(height, width, input_size)
     (rh, rw), (ph, pw) = geometry.resized_hw, geometry.padded_hw
-    ids = torch.from_numpy(label.astype(np.int64))
-    one_hot = torch.zeros(num_classes, height, width)
-    valid = ids < num_classes
-    one_hot[ids[valid], valid.nonzero(as_tuple=True)[0], valid.nonzero(as_tuple=True)[1]] = 1.0
+    ids = torch.from_numpy(label.astype(np.int64)).clamp(max=num_classes)   # every ignore id -> one extra class
+    one_hot = F.one_hot(ids, num_classes + 1)[..., :num_classes].permute(2, 0, 1).float()
     resized = F.interpolate(one_hot[None], size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
     share = F.avg_pool2d(F.pad(resized, (0, pw - rw, 0, ph - rh)), stride)
     logits = F.interpolate(torch.log(share.clamp_min(1e-6)), size=(ph, pw), mode="bilinear", align_corners=False)

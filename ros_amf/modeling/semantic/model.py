@@ -102,7 +102,7 @@ def _after_load(module: "SemanticSegmentationModel", _incompatible_keys) -> None
 
 
 class SemanticSegmentationModel(nn.Module):
-    # state a checkpoint saved before it existed lacks; loading keeps the model's own (zero) value there
+    # state a checkpoint saved before it existed lacks; such checkpoints load it as zeros
     optional_state_keys = ("logit_bias",)
 
     def __init__(self, cfg: SemanticModelConfig, encoder: nn.Module, decoder: nn.Module,
