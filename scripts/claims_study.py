@@ -36,7 +36,7 @@ import yaml
 from ros_amf.contract.input_size import InputSize
 from ros_amf.training.study import (RECIPE_FILE, StudyError, StudySpec, aggregate, check_data_roots,
                                     checkpoints_to_score, claim_run, load_study_spec, markdown_table, release_run,
-                                    run_recipe, run_state, score_checkpoint, with_budget)
+                                    run_recipe, run_state, score_checkpoint, score_prior_corrected, with_budget)
 
 
 def size_hw(text: str) -> tuple[int, int]:
@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="study folder (default: runs/study/<spec name>)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: score and tabulate the runs that exist (a study in progress)")
+    p.add_argument("--prior-correction", metavar="SPLIT", default=None,
+                   help="semantic studies: also score every final model with the class-prior correction "
+                        "(ros-amf calibrate semantic), alpha chosen on SPLIT of the training data; writes "
+                        "SPEC_prior_corrected.{md,json}")
     p.add_argument("--device", default=None, help="training device, cpu or cuda (default: cuda when available); "
                                                    "scoring runs on the same")
     g = p.add_argument_group("overrides of the spec (for smoke tests; a changed budget needs its own --out)")
@@ -150,12 +154,7 @@ def score_run(spec: StudySpec, run_dir: Path, label: str, device: str) -> list[d
     for iteration, checkpoint in checkpoints_to_score(run_dir, iterations, spec.eval_every):
         final = iteration == iterations
         limit = spec.test_limit if final or not spec.curve_limit else spec.curve_limit
-        # what the cached score depends on besides the weights (the run folder fixes those)
-        stat = checkpoint.stat()
-        key = {"checkpoint": checkpoint.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-               "test_data": spec.test_data, "test_split": spec.test_split,
-               "limit": limit, "eval_input": None if spec.eval_input is None else
-               [spec.eval_input.short_side, spec.eval_input.max_long_side]}
+        key = score_key(spec, checkpoint, limit)
         cache = run_dir / "test" / f"iter_{iteration:06d}.json"
         cached = _read_json(cache)
         if cached is None or cached.get("key") != key:
@@ -173,6 +172,32 @@ def score_run(spec: StudySpec, run_dir: Path, label: str, device: str) -> list[d
         print(f"{label}: scored {len(points)} checkpoints in {scored / 60:.1f} min; final "
               + " ".join(f"{m}={final[m]:.3f}" for m in spec.metric_names), flush=True)
     return points
+
+
+def score_key(spec: StudySpec, checkpoint: Path, limit: int, **extra) -> dict:
+    """What a cached score depends on besides the weights (the run folder fixes those)."""
+    stat = checkpoint.stat()
+    return {"checkpoint": checkpoint.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "test_data": spec.test_data, "test_split": spec.test_split,
+            "limit": limit, "eval_input": None if spec.eval_input is None else
+            [spec.eval_input.short_side, spec.eval_input.max_long_side], **extra}
+
+
+def prior_corrected_final(spec: StudySpec, run_dir: Path, split: str, label: str, device: str) -> dict:
+    """The final model's test scores with the class-prior correction chosen on ``split`` (cached)."""
+    checkpoint = run_dir / "model.pt"
+    key = score_key(spec, checkpoint, spec.test_limit, calibration_data=spec.train_data, calibration_split=split)
+    cache = run_dir / "test" / f"prior_corrected_{split}.json"
+    cached = _read_json(cache)
+    if cached is None or cached.get("key") != key:
+        tic = time.monotonic()
+        cached = {"key": key, **score_prior_corrected(spec, checkpoint, split, spec.test_limit, device)}
+        cache.parent.mkdir(exist_ok=True)
+        cache.write_text(json.dumps(cached, indent=2))
+        print(f"{label}: prior-corrected (alpha {cached['alpha']:g}, chosen on '{split}') in "
+              f"{(time.monotonic() - tic) / 60:.1f} min: "
+              + " ".join(f"{m}={cached['metrics'][m]:.3f}" for m in spec.metric_names), flush=True)
+    return cached
 
 
 def plot_curves(spec: StudySpec, curves: dict[str, dict[int, list[dict]]], path: Path) -> None:
@@ -223,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = apply_overrides(load_study_spec(args.spec), args)
         check_data_roots(spec)
+        if args.prior_correction and spec.task != "semantic":
+            raise StudyError(f"--prior-correction applies to semantic studies; {args.spec} is an {spec.task} study.")
         out = args.out or Path("runs") / "study" / args.spec.stem
         # every recipe first: a bad arm config is reported before hours of training
         plan = [(seed, arm, out / arm.name / f"seed{seed}", run_recipe(spec, arm, seed))
@@ -241,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     curves: dict[str, dict[int, list[dict]]] = {arm.name: {} for arm in spec.arms}
+    corrected: dict[str, dict[int, dict]] = {arm.name: {} for arm in spec.arms}
     runs = []
     try:
         for n, (seed, arm, run_dir, recipe) in enumerate(plan, 1):
@@ -258,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     release_run(run_dir)
             curves[arm.name][seed] = score_run(spec, run_dir, label, device)
+            if args.prior_correction:
+                corrected[arm.name][seed] = prior_corrected_final(spec, run_dir, args.prior_correction, label, device)
             runs.append({"arm": arm.name, "seed": seed, "run_dir": str(run_dir), "config": arm.config,
                          "times": _read_json(run_dir / "study_times.json"), "curve": curves[arm.name][seed]})
     except (StudyError, ValueError) as exc:
@@ -295,9 +325,29 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print()
     print(timing)
+    if args.prior_correction:
+        write_prior_corrected(spec, args, out, corrected, header)
     print(f"\nwrote {json_path}, {table_path}, {curves_path} "
           f"({(time.monotonic() - started) / 60:.1f} min this invocation)")
     return 0
+
+
+def write_prior_corrected(spec: StudySpec, args: argparse.Namespace, out: Path, corrected: dict, header: str) -> None:
+    """SPEC_prior_corrected.{md,json}: the final models as they would ship (class-prior correction on)."""
+    finals = {arm: {seed: score["metrics"] for seed, score in per_seed.items()} for arm, per_seed in corrected.items()}
+    summary = aggregate(finals, [a.name for a in spec.arms], list(spec.metric_names), spec.baseline_arm)
+    alphas = "\n".join(f"| {arm} | {seed} | {score['alpha']:g} | "
+                       + ", ".join(f"{row['alpha']:g}: {row['mIoU']:.3f}" for row in score["calibration"]) + " |"
+                       for arm, per_seed in corrected.items() for seed, score in sorted(per_seed.items()))
+    text = (header + f"\nFinal models with the class-prior correction (ros-amf calibrate semantic), alpha chosen per "
+            f"run by mIoU on split '{args.prior_correction}' of {spec.train_data} (never the test split):\n\n"
+            + markdown_table(summary) + "\n\n| arm | seed | alpha | calibration mIoU by alpha |\n|---|---|---|---|\n"
+            + alphas + "\n")
+    stem = f"{args.spec.stem}_prior_corrected"
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps({"spec": str(args.spec), "calibration_split": args.prior_correction,
+                                                  "summary": summary, "runs": corrected}, indent=2, default=_plain))
+    print("\n" + text + f"\nwrote {out / (stem + '.md')}, {out / (stem + '.json')}")
 
 
 def _plain(value):

@@ -20,10 +20,8 @@ import torch
 
 from ros_amf.apps.common import add_input_size_flags, add_semantic_data_flags, input_size_from, open_semantic_data
 from ros_amf.contract.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sha256_of
-from ros_amf.evaluation.prior import best_alpha, prior_bias, score_alphas
+from ros_amf.evaluation.prior import DEFAULT_ALPHAS, best_alpha, prior_bias, score_alphas
 from ros_amf.evaluation.semantic import SMALL_CLASS_IDS, load_semantic_model, small_ids_of
-
-DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 
 
 def build_parser() -> argparse.ArgumentParser:

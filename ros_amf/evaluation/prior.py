@@ -20,6 +20,8 @@ from ros_amf.evaluation.miou import ConfusionMatrix, summarize
 from ros_amf.evaluation.semantic import logits_at_image_size
 from ros_amf.runtime.preprocess import InputSize
 
+DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)   # the corrections scored unless told otherwise
+
 
 def prior_bias(class_weights, alpha: float) -> np.ndarray:
     """b_k = -alpha · log w_k; weight-0 (absent) classes take the rarest class's offset."""
@@ -33,7 +35,7 @@ def prior_bias(class_weights, alpha: float) -> np.ndarray:
 
 @torch.no_grad()
 def score_alphas(model: torch.nn.Module, dataset, size: InputSize, class_weights, alphas, small_ids,
-                 limit: int = 0, progress=None) -> list[dict]:
+                 limit: int = 0, progress=None, device: str | torch.device = "cpu") -> list[dict]:
     """mIoU summary for each alpha from one forward per image (the model's own offsets switched off)."""
     offsets = {a: torch.from_numpy(prior_bias(class_weights, a)).float()[:, None, None] for a in alphas}
     matrices = {a: ConfusionMatrix(len(dataset.class_names)) for a in alphas}
@@ -42,7 +44,7 @@ def score_alphas(model: torch.nn.Module, dataset, size: InputSize, class_weights
     try:
         for index in range(count):
             sample = dataset[index]
-            logits = logits_at_image_size(model, sample["image"], size)
+            logits = logits_at_image_size(model, sample["image"], size, device)
             for alpha, offset in offsets.items():
                 matrices[alpha].update((logits + offset).argmax(0).numpy(), sample["label"])
             if progress:

@@ -9,7 +9,8 @@
 - :func:`run_state` and :func:`checkpoints_to_score`: which runs are finished, which to resume, which
   snapshots make the training curve; :func:`claim_run` lets several workers (one per core) share the runs;
 - :func:`score_checkpoint`: the project's evaluators on the test split (semantic mIoU / mIoU_S / mIoU_L,
-  instance COCO mask AP / AP50 / APs);
+  instance COCO mask AP / AP50 / APs); :func:`score_prior_corrected` scores a semantic model as it would
+  ship, with the class-prior correction chosen on a split of the training data;
 - :func:`aggregate` and :func:`markdown_table`: per arm mean ± sd over seeds and the paired difference
   (arm − baseline, seed by seed) with its spread.
 """
@@ -290,14 +291,27 @@ def score_checkpoint(spec: StudySpec, checkpoint: Path, limit: int, device: str 
 _TEST_SETS: dict[tuple[str, str, str], Any] = {}   # open each test split once per process
 
 
-def _score_semantic(spec: StudySpec, checkpoint: Path, limit: int, device: str) -> dict[str, Any]:
-    from ros_amf.evaluation.semantic import evaluate, load_semantic_model, open_semantic_dataset, small_ids_of
+def _semantic_split(spec: StudySpec, root: str, split: str):
+    from ros_amf.evaluation.semantic import open_semantic_dataset
 
-    key = (spec.dataset, spec.test_data, spec.test_split)
+    key = (spec.dataset, root, split)
     if key not in _TEST_SETS:
         _TEST_SETS[key] = open_semantic_dataset(*key)
-    dataset = _TEST_SETS[key]
+    return _TEST_SETS[key]
+
+
+def _score_semantic(spec: StudySpec, checkpoint: Path, limit: int, device: str) -> dict[str, Any]:
+    from ros_amf.evaluation.semantic import load_semantic_model
+
     model, payload = load_semantic_model(checkpoint)
+    return _score_semantic_model(spec, model, payload, checkpoint, limit, device)
+
+
+def _score_semantic_model(spec: StudySpec, model, payload: dict, checkpoint: Path, limit: int,
+                          device: str) -> dict[str, Any]:
+    from ros_amf.evaluation.semantic import evaluate, small_ids_of
+
+    dataset = _semantic_split(spec, spec.test_data, spec.test_split)
     if len(dataset.class_names) != model.cfg.num_classes:
         raise StudyError(f"{checkpoint} predicts {model.cfg.num_classes} classes but the test data has "
                          f"{len(dataset.class_names)}; test on the data set the arms were trained for.")
@@ -307,6 +321,39 @@ def _score_semantic(spec: StudySpec, checkpoint: Path, limit: int, device: str) 
     metrics = {name: summary[key] for name, key in SEMANTIC_METRICS.items()}
     return {"metrics": metrics, "per_class": summary["per_class"], "images": summary["images"],
             "seconds_per_image": summary["seconds_per_image"]}
+
+
+def score_prior_corrected(spec: StudySpec, checkpoint: Path, calibration_split: str, limit: int,
+                          device: str = "cpu") -> dict[str, Any]:
+    """A semantic checkpoint scored on the test split with its class-prior correction, the alpha chosen by
+    mIoU on ``calibration_split`` of the *training* data (``ros-amf calibrate semantic``'s procedure and
+    alphas; never the test split), so that every arm is compared as it would ship."""
+    import torch
+
+    from ros_amf.contract.checkpoint import CheckpointError
+    from ros_amf.evaluation.prior import DEFAULT_ALPHAS, best_alpha, prior_bias, score_alphas
+    from ros_amf.evaluation.semantic import load_semantic_model, small_ids_of
+
+    if spec.task != "semantic":
+        raise StudyError("the class-prior correction applies to semantic studies only.")
+    try:
+        model, payload = load_semantic_model(checkpoint)
+    except (CheckpointError, ConfigError) as exc:
+        raise StudyError(str(exc)) from None
+    weights = (payload.get("meta") or {}).get("class_weights")
+    if weights is None or len(weights) != model.cfg.num_classes:
+        raise StudyError(f"{checkpoint} records no training class weights (meta.class_weights), so it has no "
+                         "class prior to correct; train it with ros-amf train semantic.")
+    calibration = _semantic_split(spec, spec.train_data, calibration_split)
+    model = model.to(device)
+    size = spec.eval_input or model.cfg.input_size
+    rows = score_alphas(model, calibration, size, weights, DEFAULT_ALPHAS, small_ids_of(calibration, spec.dataset),
+                        device=device)
+    alpha = best_alpha(rows)
+    model.set_logit_bias(torch.from_numpy(prior_bias(weights, alpha)))
+    scored = _score_semantic_model(spec, model, payload, checkpoint, limit, device)
+    return {**scored, "alpha": alpha, "calibration_split": calibration_split,
+            "calibration": [{"alpha": r["alpha"], "mIoU": r["miou"], "mIoU_S": r["miou_small"]} for r in rows]}
 
 
 def _score_instance(spec: StudySpec, checkpoint: Path, limit: int, device: str) -> dict[str, Any]:

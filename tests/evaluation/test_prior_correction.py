@@ -167,3 +167,31 @@ def test_calibrate_refuses_a_checkpoint_without_class_weights_and_its_own_path(c
     assert cli_main(["calibrate", "semantic", "--checkpoint", str(bare), "--data", str(root / "synth"),
                      "--out", str(bare)]) == 2
     assert "--out is the --checkpoint itself" in capsys.readouterr().err
+
+
+def test_claims_study_scores_each_model_as_calibrate_then_eval_would(calibration_case, tmp_path, capsys):
+    """The study's prior-corrected score equals ``ros-amf calibrate semantic`` (default alphas, same split)
+    followed by ``ros-amf eval semantic``: the same alpha, the same mIoU."""
+    from ros_amf.training.study import Arm, Budget, StudyError, StudySpec, score_prior_corrected
+
+    root, checkpoint, _ = calibration_case
+    spec = StudySpec(task="semantic", arms=(Arm("a", "unused.yaml"),), seeds=(1,), budget=Budget(1, 1),
+                     train_data=str(root / "synth"), test_data=str(root / "synth"), eval_every=1,
+                     eval_input=InputSize(64, 96))
+    scored = score_prior_corrected(spec, checkpoint, "val", limit=0)
+
+    out = tmp_path / "calibrated.pt"
+    assert cli_main(["calibrate", "semantic", "--checkpoint", str(checkpoint), "--data", str(root / "synth"),
+                     "--split", "val", "--input-short-side", "64", "--input-max-long-side", "96",
+                     "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert scored["alpha"] == load_checkpoint(out)["meta"]["prior_correction"]["alpha"]
+    assert scored["alpha"] != 0.0          # the tiny model's offsets matter, so the check below can fail
+    evaluated = tmp_path / "eval.json"
+    assert cli_main(["eval", "semantic", "--checkpoint", str(out), "--data", str(root / "synth"),
+                     "--input-short-side", "64", "--input-max-long-side", "96", "--out", str(evaluated)]) == 0
+    assert scored["metrics"]["mIoU"] == pytest.approx(json.loads(evaluated.read_text())["miou"], abs=2e-3)
+    assert len(scored["calibration"]) == 6 and scored["calibration_split"] == "val"
+
+    with pytest.raises(StudyError, match="semantic studies only"):
+        score_prior_corrected(StudySpec(**{**vars(spec), "task": "instance"}), checkpoint, "val", limit=0)
