@@ -336,6 +336,9 @@ def score_prior_corrected(spec: StudySpec, checkpoint: Path, calibration_split: 
 
     if spec.task != "semantic":
         raise StudyError("the class-prior correction applies to semantic studies only.")
+    if (Path(spec.train_data).resolve(), calibration_split) == (Path(spec.test_data).resolve(), spec.test_split):
+        raise StudyError(f"split '{calibration_split}' of {spec.train_data} is the study's test split; choose alpha "
+                         "on a validation split of the training data, never on the test split.")
     try:
         model, payload = load_semantic_model(checkpoint)
     except (CheckpointError, ConfigError) as exc:

@@ -177,8 +177,8 @@ def test_claims_study_scores_each_model_as_calibrate_then_eval_would(calibration
     root, checkpoint, _ = calibration_case
     spec = StudySpec(task="semantic", arms=(Arm("a", "unused.yaml"),), seeds=(1,), budget=Budget(1, 1),
                      train_data=str(root / "synth"), test_data=str(root / "synth"), eval_every=1,
-                     eval_input=InputSize(64, 96))
-    scored = score_prior_corrected(spec, checkpoint, "val", limit=0)
+                     test_split="train", eval_input=InputSize(64, 96))
+    scored = score_prior_corrected(spec, checkpoint, "val", limit=0)     # alpha from val, scored on train
 
     out = tmp_path / "calibrated.pt"
     assert cli_main(["calibrate", "semantic", "--checkpoint", str(checkpoint), "--data", str(root / "synth"),
@@ -188,10 +188,12 @@ def test_claims_study_scores_each_model_as_calibrate_then_eval_would(calibration
     assert scored["alpha"] == load_checkpoint(out)["meta"]["prior_correction"]["alpha"]
     assert scored["alpha"] != 0.0          # the tiny model's offsets matter, so the check below can fail
     evaluated = tmp_path / "eval.json"
-    assert cli_main(["eval", "semantic", "--checkpoint", str(out), "--data", str(root / "synth"),
+    assert cli_main(["eval", "semantic", "--checkpoint", str(out), "--data", str(root / "synth"), "--split", "train",
                      "--input-short-side", "64", "--input-max-long-side", "96", "--out", str(evaluated)]) == 0
     assert scored["metrics"]["mIoU"] == pytest.approx(json.loads(evaluated.read_text())["miou"], abs=2e-3)
     assert len(scored["calibration"]) == 6 and scored["calibration_split"] == "val"
 
+    with pytest.raises(StudyError, match="is the study's test split; choose alpha on a validation split"):
+        score_prior_corrected(spec, checkpoint, "train", limit=0)
     with pytest.raises(StudyError, match="semantic studies only"):
         score_prior_corrected(StudySpec(**{**vars(spec), "task": "instance"}), checkpoint, "val", limit=0)
