@@ -246,8 +246,8 @@ class Engine:
                 continue
             if self.config.lossless:
                 while self._q_infer.put(prepared, block=True) is prepared:
-                    if not self._running.is_set():
-                        self._finish_one()
+                    if not self._running.is_set():   # stopped while waiting: counted as dropped, not lost
+                        self._drop(prepared)
                         break
             else:
                 self._drop(self._q_infer.put(prepared))   # a fresher frame replaces a waiting one

@@ -1,4 +1,5 @@
 """The engine's stages, its pipelined and synchronous modes, overload and fault handling."""
+import threading
 import time
 
 import numpy as np
@@ -306,6 +307,33 @@ def test_frames_still_inside_at_stop_are_counted_as_dropped():
     engine.stop()
     stats = engine.stats
     assert stats.frames_in == 3 == stats.frames_out + stats.frames_dropped + sum(stats.failed.values())
+    assert engine.in_flight == 0
+
+
+def test_a_lossless_engine_stopped_while_full_counts_every_frame_it_held():
+    """Stopping a lossless engine whose stages wait on each other: the frame pre-processed and waiting for the
+    inference queue, the ones in the queues and the one a blocked submit() held all end up counted."""
+    slow = ScriptedInstanceModel(boxes=[(8, 8, 40, 32)], classes=[0], scores=[0.9], delay_s=0.4)
+    engine = Engine(EngineConfig(input_sizes=SIZES, lossless=True, inference_workers=1),
+                    instance=scripted("instance", slow))
+    engine.start()
+    refused = []
+
+    def feed():
+        try:
+            for i in range(10):
+                engine.submit(_image(), "rgb8", tag=i)
+        except RuntimeError as exc:
+            refused.append(str(exc))
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    time.sleep(0.6)           # every stage and queue is full now, the feeder is blocked
+    engine.stop()
+    feeder.join(5)
+    stats = engine.stats
+    assert refused == ["submit() on a stopped engine; call start() first."]
+    assert stats.frames_dropped >= 2
+    assert stats.frames_in == stats.frames_out + stats.frames_dropped + sum(stats.failed.values())
     assert engine.in_flight == 0
 
 
