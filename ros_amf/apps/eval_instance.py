@@ -21,6 +21,7 @@ import torch
 from ros_amf.apps.common import add_input_size_flags, input_size_from
 from ros_amf.contract.checkpoint import CheckpointError
 from ros_amf.runtime.backends import CHOICES, backend_module
+from ros_amf.runtime.loading import check_device
 from ros_amf.contract.config import ConfigError
 from ros_amf.evaluation.instance import evaluate_model, load_instance_model
 
@@ -64,6 +65,10 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.limit is not None and args.limit < 1:
+        print(f"error: --limit must be 1 or more images, not {args.limit}; leave it out to evaluate them all.",
+              file=sys.stderr)
+        return 2
     if args.labels_per_mask < 1:
         print(f"error: --labels-per-mask must be 1 or more, not {args.labels_per_mask}.", file=sys.stderr)
         return 2
@@ -82,6 +87,7 @@ def main(argv: list[str]) -> int:
               "(ros-amf make-data writes DIR/coco) or --ann FILE --images DIR.", file=sys.stderr)
         return 2
     try:
+        check_device(args.device)
         model, cfg, class_names = load_instance_model(args.checkpoint)
         size = input_size_from(args, cfg.input_size)
         model, notes = backend_module(args.backend, model.to(args.device), "instance model", args.device)
@@ -89,6 +95,11 @@ def main(argv: list[str]) -> int:
                                 args.limit, labels_per_mask=args.labels_per_mask)
     except (CheckpointError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if report["images"] == 0:
+        print(f"error: no image named in '{annotations}' could be read from '{image_dir}' "
+              f"({len(report['skipped_images'])} unreadable); point --images (or --data) at the folder that holds "
+              "them.", file=sys.stderr)
         return 2
     # results belong to a run, never inside the package's models/ folder
     out = Path(args.out) if args.out else Path("runs") / "eval_instance" / f"{Path(args.checkpoint).stem}_{tag}"

@@ -71,6 +71,10 @@ def main(argv: list[str]) -> int:
     print(format_table(summary))
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
+    if summary["unknown_label_pixels"]:
+        print(f"warning: {summary['unknown_label_pixels']} label pixels in {summary['images_with_unknown_labels']} of "
+              f"{summary['images']} images have values the class table does not list; they were scored as ignore: "
+              "add them to the class table (--classes) to score them.", file=sys.stderr)
     print(f"{summary['images']} images, {summary['seconds_per_image']:.3f} s/image")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

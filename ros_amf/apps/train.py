@@ -193,6 +193,14 @@ def report(result: FitResult, args: argparse.Namespace) -> None:
           f"{result.skipped_steps}")
     if args.export and args.export.is_file():
         print(f"exported {args.export} ({args.export.stat().st_size / 2 ** 20:.1f} MiB)")
+    skipped = result.summary.get("skipped_data") or {}
+    if skipped.get("unknown_label_pixels"):
+        print(f"warning: the training images read had {skipped['unknown_label_pixels']} label pixels whose value the "
+              "class table does not list; they were trained as ignore: add those ids (or colours) to the class "
+              "table to learn them.", file=sys.stderr)
+    if skipped.get("empty_masks_skipped"):
+        print(f"warning: {skipped['empty_masks_skipped']} annotations of the training images read have a mask with no "
+              "pixel and were not used as targets; check their segmentation polygons or RLE.", file=sys.stderr)
 
 
 def run(task_name: str, argv: list[str]) -> int:

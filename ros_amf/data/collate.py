@@ -10,19 +10,26 @@ from ros_amf.contract.input_size import pad_to
 from ros_amf.contract.pixels import IMAGENET, PixelNormalisation, normalise
 
 
+# what a reader counts per sample instead of dropping it silently: label pixels whose value the class table does
+# not list (trained and scored as ignore), annotations whose mask decodes to no pixel (not a target)
+SKIP_COUNTS = ("unknown_label_pixels", "empty_masks_skipped")
+
+
 def collate_batch(samples: list[dict], pixels: PixelNormalisation = IMAGENET) -> dict:
     """Stack samples into a batch, images normalised the way the model's weights expect (``pixels``).
 
     Returns "images" float [B,3,Hp,Wp] (padding = 0, i.e. the mean colour), "image_sizes"
     [(h, w)] valid region per image, "image_ids"; when the samples have them: "labels" long
     [B,Hp,Wp] with padding = 255 (ignored), "ignore_masks" bool [B,Hp,Wp] and per-image lists
-    "masks" (bool [N,Hp,Wp]), "classes" (long [N]), "boxes" (float [N,4] xyxy).
+    "masks" (bool [N,Hp,Wp]), "classes" (long [N]), "boxes" (float [N,4] xyxy); "skipped_data": the
+    samples' counts of what their reader could not use (SKIP_COUNTS), summed, so training can report them.
     """
     hp = pad_to(max(s["image"].shape[0] for s in samples))
     wp = pad_to(max(s["image"].shape[1] for s in samples))
     b = len(samples)
     images = torch.zeros(b, 3, hp, wp)
-    batch: dict = {"images": images, "image_sizes": [], "image_ids": [s.get("image_id") for s in samples]}
+    batch: dict = {"images": images, "image_sizes": [], "image_ids": [s.get("image_id") for s in samples],
+                   "skipped_data": {key: sum(int(s.get(key, 0)) for s in samples) for key in SKIP_COUNTS}}
     if all("label" in s for s in samples):
         batch["labels"] = torch.full((b, hp, wp), IGNORE_INDEX, dtype=torch.long)
     if all("masks" in s for s in samples):

@@ -84,12 +84,18 @@ def evaluate(model: torch.nn.Module, dataset, size: InputSize, small_ids, limit:
     matrix = ConfusionMatrix(len(dataset.class_names))
     count = len(dataset) if not limit else min(limit, len(dataset))
     started = time.perf_counter()
+    unknown_pixels, images_with_unknown = 0, 0   # label values the class table does not list: scored as ignore
     for index in range(count):
         sample = dataset[index]
         matrix.update(predict(model, sample["image"], size, device).numpy(), sample["label"])
+        unknown = int(sample.get("unknown_label_pixels", 0))
+        unknown_pixels += unknown
+        images_with_unknown += unknown > 0
         if progress:
             progress(index + 1, count)
     summary = summarize(matrix.matrix, list(class_names or dataset.class_names), small_ids)
     summary["images"] = count
+    summary["unknown_label_pixels"] = unknown_pixels
+    summary["images_with_unknown_labels"] = images_with_unknown
     summary["seconds_per_image"] = (time.perf_counter() - started) / max(1, count)
     return summary

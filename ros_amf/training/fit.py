@@ -33,10 +33,11 @@ from torch import nn
 
 from ros_amf.contract.checkpoint import load_checkpoint, load_state_into, save_checkpoint, sha256_of
 from ros_amf.contract.config import to_dict
-from ros_amf.data.collate import collate_batch
+from ros_amf.data.collate import SKIP_COUNTS, collate_batch
 from ros_amf.data.transforms import AugmentedDataset, TrainAugmentation
 from ros_amf.modeling.backbones.pretrained import init_backbone_from_file
 from ros_amf.modeling.semantic.model import clear_logit_biases
+from ros_amf.runtime.loading import check_device
 from ros_amf.training import common
 from ros_amf.training.config import TrainConfig, iterations_per_epoch
 
@@ -115,6 +116,8 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     """Train ``task`` with ``cfg``; ``resume`` continues OUT/last.pt, ``init`` starts from a
     checkpoint's weights with a fresh optimiser and schedule (fine-tuning)."""
     out_dir = Path(out_dir)
+    if device:
+        check_device(device)   # one sentence for "cuda" without CUDA, never a silent fall-back to the CPU
     last = checkpoint_to_resume(out_dir) if resume else out_dir / "last.pt"
     dist = common.init_distributed(prefer_cuda=device != "cpu")
     torch_device = torch.device(device) if device and device != "cuda" else dist.device
@@ -177,8 +180,11 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     bar = common.progress(total, start, progress and dist.is_main, f"train {task.name}")
     started, tic = time.monotonic() - previous_seconds, time.perf_counter()
     stream = iter(loader)
+    skipped_data = dict.fromkeys(SKIP_COUNTS, 0)   # what the readers could not use, reported at the end
     while iteration < total:
         batch = next(stream)
+        for key, count in batch.get("skipped_data", {}).items():
+            skipped_data[key] += count
         images = batch["images"].to(torch_device, non_blocking=True)
         with common.autocast(torch_device, use_amp):
             outputs = ddp_model(images)
@@ -211,6 +217,8 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     if not dist.is_main:
         return result
     result.summary = {"iterations": iteration, "skipped_steps": guard.skipped}
+    if any(skipped_data.values()):   # this process's batches (a resumed run counts from its restart)
+        result.summary["skipped_data"] = skipped_data
     validation = task.evaluate(model, torch_device)
     if validation is not None:
         result.summary["val"] = validation

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 from pycocotools import mask as mask_utils
 
@@ -77,7 +78,7 @@ TINY_INSTANCE = ("model:\n  backbone_depth: 18\n  backbone_width: 8\n  encoder_c
                  "train:\n  lr: 0.001\n  warmup_iters: 1\n  milestones: []\n  min_sizes: [64]\n  max_size: 96\n")
 
 
-def test_any_coco_json_trains_and_evaluates(tmp_path, monkeypatch):
+def test_any_coco_json_trains_and_evaluates(tmp_path, monkeypatch, capsys):
     ann, images = write_user_coco(tmp_path / "mydata")
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_INSTANCE)
@@ -97,8 +98,25 @@ def test_any_coco_json_trains_and_evaluates(tmp_path, monkeypatch):
     out = tmp_path / "runs" / "eval_instance" / "model_annotations"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 3 and metrics["skipped_images"] == [] and set(metrics["metrics"]) >= {"AP", "AP50"}
-    assert json.loads((out / "results_segm.json").read_text()) is not None
+    detections = json.loads((out / "results_segm.json").read_text())
+    assert isinstance(detections, list)
+    assert {d["image_id"] for d in detections} <= {image["id"] for image in json.loads(ann.read_text())["images"]}
     assert not (run / "eval_annotations").exists()
+    capsys.readouterr()
+    # what a user can get wrong: one sentence each, no traceback, no empty metrics written
+    common = ["--checkpoint", str(run / "model.pt"), "--ann", str(ann), "--threads", "1"]
+    assert eval_instance.main([*common, "--images", str(tmp_path / "elsewhere"), "--device", "cpu"]) == 2
+    assert "could be read from" in capsys.readouterr().err
+    assert eval_instance.main([*common, "--images", str(images), "--limit", "0"]) == 2
+    assert "--limit must be 1 or more" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert eval_instance.main([*common, "--images", str(images), "--device", "cuda"]) == 2
+        assert "CUDA is not available here" in capsys.readouterr().err
+        # training asked for the GPU says so too, instead of quietly training on the CPU
+        assert main_instance([*argv[:argv.index("--out") + 1], str(tmp_path / "gpu_run"), "--iterations", "1",
+                              "--device", "cuda"]) == 2
+        assert "CUDA is not available here" in capsys.readouterr().err
+        assert not (tmp_path / "gpu_run" / "model.pt").exists()
 
 
 def test_train_and_eval_say_what_data_is_missing(tmp_path, capsys):
@@ -144,7 +162,7 @@ def test_label_folder_reader_maps_ids_counts_unknowns_and_names_missing_labels(t
         LabelFolderDataset(images, labels, classes)
 
 
-def test_semantic_image_label_folder_trains_and_evaluates(tmp_path):
+def test_semantic_image_label_folder_trains_and_evaluates(tmp_path, capsys):
     images, labels, classes = write_user_semantic(tmp_path / "mydata")
     config = tmp_path / "tiny.yaml"
     config.write_text("model:\n  architecture: fpn\n  num_classes: 3\n  encoder_width: 8\n  decoder_channels: 16\n"
@@ -155,11 +173,17 @@ def test_semantic_image_label_folder_trains_and_evaluates(tmp_path):
             "--short-side", "64", "--crop", "64x64", "--workers", "0", "--threads", "1", "--no-progress"]
     assert main_semantic(argv) == 0
     assert load_checkpoint(run / "model.pt", task="semantic")["class_names"] == ["ground", "widget", "gadget"]
+    # the value 50 the class table does not list (6 pixels an image): counted and reported, not dropped silently
+    read = json.loads((run / "summary.json").read_text())["skipped_data"]["unknown_label_pixels"]
+    assert read > 0 and read % 6 == 0                     # 2 iterations x batch 2 reads, 6 pixels each
+    assert f"the training images read had {read} label pixels" in capsys.readouterr().err
     out = tmp_path / "eval.json"
     assert eval_semantic.main(["--checkpoint", str(run / "model.pt"), "--images", str(images), "--labels", str(labels),
                                "--classes", str(classes), "--out", str(out), "--threads", "1"]) == 0
     summary = json.loads(out.read_text())
     assert summary["images"] == 3 and summary["dataset"] == "folder"
+    assert summary["unknown_label_pixels"] == 18 and summary["images_with_unknown_labels"] == 3
+    assert "18 label pixels in 3 of 3 images have values the class table does not list" in capsys.readouterr().err
     assert list(summary["per_class"]) == ["ground", "widget", "gadget"] and summary["small_classes"] == ["widget"]
     # the class-prior correction is chosen on the user's own folders too
     calibrated = tmp_path / "calibrated.pt"

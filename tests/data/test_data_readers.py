@@ -99,6 +99,27 @@ def test_coco_crowd_regions_become_ignore_mask_not_instances(data_root, tmp_path
     assert np.array_equal(with_crowd["ignore_mask"], crowd | plain["ignore_mask"])
 
 
+def test_coco_annotation_whose_mask_has_no_pixel_is_counted_and_reaches_the_batch(data_root, tmp_path):
+    from ros_amf.data.collate import collate_batch
+
+    path = data_root / "coco/annotations/instances_train.json"
+    data = json.loads(path.read_text())
+    image = data["images"][0]
+    # a degenerate polygon (all points on one line) decodes to no pixel
+    data["annotations"].append({"id": 10 ** 6, "image_id": image["id"], "category_id": 24, "iscrowd": 0,
+                                "segmentation": [[10.2, 10.2, 10.3, 10.2, 10.4, 10.2]], "area": 0.0,
+                                "bbox": [10, 10, 0.2, 0]})
+    patched = tmp_path / "empty.json"
+    patched.write_text(json.dumps(data))
+    plain = CocoInstances(data_root / "coco/images/train", path)[0]
+    reader = CocoInstances(data_root / "coco/images/train", patched)
+    sample = reader[0]
+    assert len(sample["masks"]) == len(plain["masks"]) and plain["empty_masks_skipped"] == 0
+    assert sample["empty_masks_skipped"] == 1 and reader.empty_masks_skipped == 1
+    batch = collate_batch([sample, plain])
+    assert batch["skipped_data"] == {"unknown_label_pixels": 0, "empty_masks_skipped": 1}
+
+
 def test_coco_category_ids_map_to_contiguous_ids(data_root, tmp_path):
     data = json.loads((data_root / "coco/annotations/instances_val.json").read_text())
     remap = {c["id"]: 1000 + 7 * c["id"] for c in data["categories"]}

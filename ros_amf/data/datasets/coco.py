@@ -87,7 +87,7 @@ class CocoInstances:
         if image.shape[:2] != (h, w):
             raise DatasetFileError(path, f"is {image.shape[1]}x{image.shape[0]} but {self.annotation_file.name} "
                                          f"says {w}x{h}; the annotations do not belong to this image.")
-        masks, classes = [], []
+        masks, classes, empty = [], [], 0
         ignore = np.zeros((h, w), dtype=bool)
         for ann in self.annotations[image_id]:
             mask = decode_segmentation(ann["segmentation"], h, w)
@@ -95,10 +95,11 @@ class CocoInstances:
                 ignore |= mask
                 continue
             if not mask.any():
-                self.empty_masks_skipped += 1
+                empty += 1
                 continue
             masks.append(mask)
             classes.append(self.contiguous_id[ann["category_id"]])
-        sample = {"image": image, "image_id": image_id, "ignore_mask": ignore}
+        self.empty_masks_skipped += empty
+        sample = {"image": image, "image_id": image_id, "ignore_mask": ignore, "empty_masks_skipped": empty}
         sample.update(instance_targets(masks, classes, h, w))
         return sample
