@@ -68,13 +68,24 @@ class BagGroundTruth:
             monitor = replayer.monitor
             records = monitor.records()
             measured = [r for r in records if not r.warmup]
-            out: dict = {}
+            out: dict = {"notes": []}   # sentences for the report: what the scores could not use
             if instances_topic and self.has_instances:
-                names = replayer.label_names(instances_topic.rsplit("/", 1)[0] + "/instance_label_info")
+                info = instances_topic.rsplit("/", 1)[0] + "/instance_label_info"
+                names = replayer.label_names(info)
                 predictions = {seq: decode_instances(msg, names) for seq, msg in monitor.payloads[instances_topic].items()}
                 out.update(score_instances(self, measured, records, instances_topic, predictions))
+                unknown = out["instance_detections_unknown_class"]
+                if unknown:
+                    out["notes"].append(
+                        f"{unknown} detections had a class the ground truth does not name and were not scored"
+                        + (f" (no class names arrived on {info}, so every class was unnamed: publish the node's "
+                           "LabelInfo or replay the graph with the node started by the harness)" if not names else ""))
             if labels_topic and self.has_labels:
-                names = replayer.label_names(labels_topic.rsplit("/", 1)[0] + "/semantic_label_info")
+                info = labels_topic.rsplit("/", 1)[0] + "/semantic_label_info"
+                names = replayer.label_names(info)
+                if not names:
+                    out["notes"].append(f"no class names arrived on {info}: the label ids were scored as the ground "
+                                        "truth's own ids, unchecked")
                 lut = class_lookup(names, self.semantic_class_names)
                 predictions = {seq: decode_labels(msg, lut) for seq, msg in monitor.payloads[labels_topic].items()}
                 out.update(score_labels(self, measured, records, labels_topic, predictions))
@@ -162,6 +173,7 @@ def score_instances(truth: BagGroundTruth, measured, records, topic: str, predic
 
     delivered = [r for r in measured if r.seq in predictions]
     offline = [d for r in delivered for d in detections(r.seq, predictions[r.seq])]
+    unknown_class = sum(n not in category_id for r in delivered for n in predictions[r.seq][1])
     pairing = pair_streaming([r.sent_at for r in measured], _arrivals(records, topic))
     streaming = [d for r, used in zip(measured, pairing.used_output) if used is not None and used in predictions
                  for d in detections(r.seq, predictions[used])]
@@ -170,7 +182,8 @@ def score_instances(truth: BagGroundTruth, measured, records, topic: str, predic
     return {"ap": ap_offline["AP"] if ap_offline else None, "ap50": ap_offline["AP50"] if ap_offline else None,
             "streaming_ap": ap_streaming["AP"], "streaming_ap50": ap_streaming["AP50"],
             "instance_frames_scored_offline": len(delivered), "instance_frames_scored_streaming": len(measured),
-            "instance_frames_without_output_streaming": pairing.frames_without_output}
+            "instance_frames_without_output_streaming": pairing.frames_without_output,
+            "instance_detections_unknown_class": unknown_class}
 
 
 def score_labels(truth: BagGroundTruth, measured, records, topic: str, predictions: dict) -> dict:

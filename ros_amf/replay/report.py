@@ -131,6 +131,9 @@ def format_report(report: dict) -> str:
         for note in graph.get("notes", []):
             out.append(f"   note: {note}")
         out.append(format_rows([run_row(r) for r in graph["runs"]]))
+        for run in graph["runs"]:
+            for note in (run.get("accuracy") or {}).get("notes", []):
+                out.append(f"   note: {run['label']}: {note}")
     if len(report["graphs"]) >= 2:
         out += ["", graphs_side_by_side(report["graphs"][0], report["graphs"][1])]
     return "\n".join(out)

@@ -73,6 +73,27 @@ def test_dropped_frames_are_not_scored_offline_but_cost_streaming_accuracy():
     predictions = {k: v for k, v in perfect_instances(truth).items() if k != 2}
     result = score_instances(truth, records, records, "/n/instances", predictions)
     assert result["instance_frames_scored_offline"] == 3 and result["ap"] == pytest.approx(1.0)
+    assert result["instance_frames_scored_streaming"] == 4
+    # a static scene, where a late output is still right: dropping frame 0 leaves frame 1 with nothing either
+    static = BagGroundTruth({i: FrameTruth(square(10)[None], ["car"], None) for i in range(4)}, "test")
+    every = perfect_instances(static)
+    kept = score_instances(static, records_with_latency(0.05), records_with_latency(0.05), "/n/instances", every)
+    dropped_records = records_with_latency(0.05, dropped=(0,))
+    lost = score_instances(static, dropped_records, dropped_records, "/n/instances",
+                           {k: v for k, v in every.items() if k != 0})
+    assert lost["ap"] == pytest.approx(1.0) and lost["instance_frames_scored_offline"] == 3
+    assert (kept["instance_frames_without_output_streaming"], lost["instance_frames_without_output_streaming"]) == (1, 2)
+    assert lost["streaming_ap"] < kept["streaming_ap"] - 0.1
+
+
+def test_detections_of_classes_the_ground_truth_does_not_name_are_counted_not_scored():
+    truth = moving_scene()
+    records = records_with_latency(0.05)
+    named = score_instances(truth, records, records, "/n/instances", perfect_instances(truth))
+    unnamed = {i: (f.instance_masks, ["class_3"], np.array([0.9])) for i, f in truth.frames.items()}
+    result = score_instances(truth, records, records, "/n/instances", unnamed)
+    assert named["instance_detections_unknown_class"] == 0
+    assert result["instance_detections_unknown_class"] == 4 and result["ap"] == pytest.approx(0.0)
 
 
 def test_label_maps_score_offline_and_streaming_miou_with_small_classes():

@@ -33,7 +33,8 @@ def make_report(latency_s: float = 0.05) -> dict:
                         "trials": [{"rate_hz": t.rate_hz, "drop_fraction": t.drop_fraction,
                                     "throughput_hz": t.rate_hz * (1 - t.drop_fraction)} for t in search.trials]},
         "runs": [run_at(10, latency_s, accuracy={"ap": 0.40, "streaming_ap": 0.31}),
-                 run_at(30, latency_s * 2, drop_every=4, accuracy={"ap": 0.39, "streaming_ap": 0.22})]})
+                 run_at(30, latency_s * 2, drop_every=4, accuracy={"ap": 0.39, "streaming_ap": 0.22,
+                                                                   "notes": ["7 detections had a class ..."]})]})
     report["graphs"].append({"name": "naive", "command": ["ros-amf", "run", "--naive"],
                              "runs": [run_at(10, latency_s * 3)]})
     return report
@@ -48,6 +49,7 @@ def test_table_shows_drops_latency_and_accuracy_per_run():
     assert "100.0" in line_30           # p50 latency ms
     assert "0.220" in line_30           # streaming AP
     assert "mIoU" not in text           # no semantic accuracy in any run: column left out
+    assert "   note: fixed 30 Hz: 7 detections had a class ..." in text   # what the scores could not use
     assert "== pipelined vs naive" in text
     assert "fixed 10 Hz: delivered" in text and "p50 50.0 vs 150.0 ms" in text
 
