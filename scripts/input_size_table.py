@@ -98,7 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="auto", help="forward backend for speed and accuracy (auto, torch, ...)")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "input_size")
     args = p.parse_args(argv)
-    camera = tuple(int(v) for v in args.camera.lower().split("x"))
+    try:
+        camera = tuple(int(v) for v in args.camera.lower().split("x"))
+        if len(camera) != 2 or min(camera) <= 0:
+            raise ValueError
+    except ValueError:
+        print(f"error: --camera '{args.camera}' is not HxW in pixels (e.g. 480x640).", file=sys.stderr)
+        return 2
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = {short: {"input": [short, long_side(short)]} for short in args.sizes}

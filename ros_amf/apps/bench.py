@@ -132,16 +132,23 @@ def main(argv: list[str] | None = None) -> int:
     if any(mode not in COMPILE_MODES for mode in compile_modes) or (len(compile_modes) > 1 and args.backend == "all"):
         parser.error(f"--compile takes one or more of {', '.join(COMPILE_MODES)}, comma-separated, and several "
                      "modes cannot be combined with --backend all; measure one of the two at a time.")
-    height, width = (int(v) for v in args.image.split("x"))
+    try:
+        height, width = (int(v) for v in args.image.split("x"))
+    except ValueError:
+        parser.error(f"--image '{args.image}' is not HxW (e.g. 480x640).")
     tasks = ["instance", "semantic"] if args.tasks == "both" else [args.tasks]
-    checkpoints = {t: checkpoint_for(getattr(args, f"{t}_config"), getattr(args, f"{t}_checkpoint")) for t in tasks}
-    models = {t: load_model(t, getattr(args, f"{t}_config"), checkpoints[t], args.device) for t in tasks}
-    config = EngineConfig(input_sizes={t: input_size_from(args, m.input_size) for t, m in models.items()},
-                          device=args.device, precision=args.precision, channels_last=args.channels_last,
-                          joint=args.joint, score_threshold=args.score_threshold, lossless=True,
-                          backend="torch" if args.backend == "all" else args.backend,
-                          compile={t: compile_modes[0] for t in tasks},
-                          inference_workers=args.workers, record_stream_times=args.device.startswith("cuda"))
+    try:
+        checkpoints = {t: checkpoint_for(getattr(args, f"{t}_config"), getattr(args, f"{t}_checkpoint")) for t in tasks}
+        models = {t: load_model(t, getattr(args, f"{t}_config"), checkpoints[t], args.device) for t in tasks}
+        config = EngineConfig(input_sizes={t: input_size_from(args, m.input_size) for t, m in models.items()},
+                              device=args.device, precision=args.precision, channels_last=args.channels_last,
+                              joint=args.joint, score_threshold=args.score_threshold, lossless=True,
+                              backend="torch" if args.backend == "all" else args.backend,
+                              compile={t: compile_modes[0] for t in tasks},
+                              inference_workers=args.workers, record_stream_times=args.device.startswith("cuda"))
+    except (ValueError, FileNotFoundError) as exc:   # ConfigError, CheckpointError, a bad device or input size
+        print(f"ros-amf bench runtime: {exc}", file=sys.stderr)
+        return 2
 
     def make_engine(**changes):
         engine = Engine(EngineConfig(**{**config.__dict__, **changes}), models.get("instance"),

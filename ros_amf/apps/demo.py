@@ -205,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.png_every < 1:
+        parser.error(f"--png-every must be 1 or more (every n-th overlay), not {args.png_every}.")
     # a terminated demo must still stop the node it started: turn SIGTERM into SystemExit so cleanup runs
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

@@ -35,8 +35,8 @@ def main(argv: list[str]) -> int:
     except ValueError:
         print(f"error: --size '{args.size}' is not N or HxW; e.g. --size 640 or --size 640x864.", file=sys.stderr)
         return 2
-    if height % 32 or width % 32:
-        print(f"error: --size {height}x{width} must be multiples of 32 (the models need padded inputs).",
+    if height % 32 or width % 32 or height <= 0 or width <= 0:
+        print(f"error: --size {height}x{width} must be positive multiples of 32 (the models need padded inputs).",
               file=sys.stderr)
         return 2
     try:

@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         models = {t: load_model(t, getattr(args, f"{t}_config"), getattr(args, f"{t}_checkpoint") or None,
                                 args.device) for t in tasks}
-    except (ValueError, FileNotFoundError) as exc:   # ConfigError, CheckpointError
+        config = EngineConfig(input_sizes={t: input_size_from(args, m.input_size) for t, m in models.items()},
+                              device=args.device, inference_workers=args.workers)
+    except (ValueError, FileNotFoundError) as exc:   # ConfigError, CheckpointError, a bad input size
         print(f"ros-amf bench soak: {exc}", file=sys.stderr)
         return 2
-    config = EngineConfig(input_sizes={t: input_size_from(args, m.input_size) for t, m in models.items()},
-                          device=args.device, inference_workers=args.workers)
 
     def make_engine(lossless: bool) -> Engine:
         engine = Engine(EngineConfig(**{**config.__dict__, "lossless": lossless}), models.get("instance"),

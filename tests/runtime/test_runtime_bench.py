@@ -85,3 +85,30 @@ def test_bad_paced_rate_is_one_clear_sentence(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--paced-hz", "0"])
     assert "--paced-hz must be above 0" in capsys.readouterr().err
+
+
+def test_user_mistakes_in_the_bench_and_info_commands_are_one_sentence_each(tmp_path, capsys):
+    """A wrong image size, config, checkpoint, device or input size: exit 2 (or argparse's), a sentence, no traceback."""
+    from ros_amf.apps import demo, model_info, soak
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({k: asdict(v) if is_dataclass(v) else v for k, v in TINY_INSTANCE.items()}))
+    base = ["--tasks", "instance", "--instance-config", str(config)]
+    with pytest.raises(SystemExit):
+        bench.main([*base, "--image", "480"])
+    assert "--image '480' is not HxW" in capsys.readouterr().err
+    for extra, says in ((["--instance-checkpoint", str(tmp_path / "missing.pt")], "missing.pt"),
+                        (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else [], "cuda"),
+                        (["--input-short-side", "16"], "16")):
+        if not extra:
+            continue
+        assert bench.main([*base, *extra, "--frames", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ros-amf bench runtime: ") and says in err and "Traceback" not in err
+    assert soak.main(["--tasks", "instance", "--instance-config", str(config), "--input-short-side", "16"]) == 2
+    assert capsys.readouterr().err.startswith("ros-amf bench soak: ")
+    assert model_info.main([str(config), "--size", "0"]) == 2
+    assert "must be positive multiples of 32" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo.main(["--png-every", "0"])
+    assert "--png-every must be 1 or more" in capsys.readouterr().err
