@@ -34,7 +34,8 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "argparse": ("apps",),
 }
 
-_MODULE_STRING = re.compile(rf"^{PACKAGE}(\.[a-z_][a-z0-9_]*)+(:[a-z_][a-z0-9_]*)?$")
+# "ros_amf.x.y" or "ros_amf.x.y:attribute" (a function or a class: "ros_amf.ros.node:PerceptionNode")
+_MODULE_STRING = re.compile(rf"^{PACKAGE}(\.[a-z_][a-z0-9_]*)+(:[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
 def floor_of(package: str) -> int:

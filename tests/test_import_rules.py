@@ -35,8 +35,10 @@ def test_checker_sees_function_level_and_string_imports(tmp_path):
         "runtime/bench.py": "import rclpy\nimport argparse\n",
         "ros/__init__.py": "",
         "ros/node.py": "from ros_amf.apps import cli\n",
+        "runtime/kinds.py": "NODE = 'ros_amf.ros.node:PerceptionNode'\n",   # a class named by string
     })
     problems = "\n".join(import_rules.violations(root))
+    assert "runtime/kinds.py:1 (string) imports ros_amf.ros.node" in problems
     assert "contract/input_size.py:2 (function import) imports ros_amf.runtime" in problems
     assert "data/collate.py:2 (string) imports ros_amf.training.fit" in problems
     assert "runtime/bench.py:1 imports rclpy" in problems

@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
 
 from ros_amf.contract.checkpoint import CheckpointError, save_checkpoint
 from ros_amf.contract.input_size import InputSize
@@ -73,13 +74,18 @@ def test_node_with_a_wrong_checkpoint_does_not_come_up(ros_context, files):
     with pytest.raises(CheckpointError, match="num_classes"):
         SemanticSegmentationNode(name, context=ros_context, parameter_overrides=params)
     probe = rclpy.create_node(f"probe_{name}", context=ros_context)
+    # a live node the probe must see first: proof that discovery had time to find the broken one too
+    alive = rclpy.create_node(f"alive_{name}", context=ros_context)
+    alive.create_subscription(Image, f"/alive_{name}/image_raw", lambda _: None, 1)
     try:
         executor = rclpy.executors.SingleThreadedExecutor(context=ros_context)
         executor.add_node(probe)
-        spin_until(executor, lambda: False, 0.5)
+        assert spin_until(executor, lambda: f"alive_{name}" in probe.get_node_names()
+                          and probe.count_subscribers(f"/alive_{name}/image_raw") == 1, 15.0)
         assert name not in probe.get_node_names()
         assert probe.count_subscribers(f"/{name}/image_raw") == 0
     finally:
+        alive.destroy_node()
         probe.destroy_node()
 
 
