@@ -35,7 +35,7 @@ from ros_amf.ros.node import PerceptionNode, _spin
 from ros_amf.ros.params import is_compressed_transport
 from ros_amf.ros.qos import qos_from_name
 from ros_amf.runtime.batching import BatchedEngine
-from ros_amf.runtime.outputs import FrameResult
+from ros_amf.runtime.outputs import FrameResult, OutputsClosed
 from ros_amf.runtime.stats import PipelineCounters
 
 _CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
@@ -159,8 +159,9 @@ class MultiCameraNode(PerceptionNode):
     # ----- output (from the engine's post-processing thread) -----
     def _publish_camera(self, name: str, result: FrameResult) -> None:
         camera = self.cameras.get(name)
-        if self._active and camera is not None and camera.outputs is not None:
-            camera.outputs.publish(result, camera.infos)
+        if not self._active or camera is None or camera.outputs is None:   # counted as dropped by the engine
+            raise OutputsClosed(f"camera {name}: the node is deactivating")
+        camera.outputs.publish(result, camera.infos)
 
     def _on_camera_failure(self, name: str, result: FrameResult) -> None:
         self.get_logger().error(f"camera {name}: frame {result.seq} failed and was not published: {result.error}",

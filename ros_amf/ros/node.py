@@ -36,7 +36,7 @@ from ros_amf.ros.engine_setup import build_engine
 from ros_amf.ros.params import is_compressed_transport, specs_for
 from ros_amf.ros.qos import IncompatibleQoS, overridable, qos_from_name
 from ros_amf.runtime.loading import LoadedModel
-from ros_amf.runtime.outputs import FrameResult
+from ros_amf.runtime.outputs import FrameResult, OutputsClosed
 from ros_amf.runtime.pipeline import Engine
 from ros_amf.runtime.stats import PipelineCounters
 
@@ -264,8 +264,9 @@ class PerceptionNode(LifecycleNode):
     # ----- output (called from the engine's post-processing thread) -----
     def _publish(self, result: FrameResult) -> None:
         outputs = self.outputs
-        if self._active and outputs is not None:
-            outputs.publish(result, self._camera_infos)
+        if not self._active or outputs is None:   # deactivating: the engine counts the frame as dropped
+            raise OutputsClosed("the node is deactivating")
+        outputs.publish(result, self._camera_infos)
 
     def _on_failure(self, result: FrameResult) -> None:
         self.get_logger().error(f"frame {result.seq} failed and was not published: {result.error}",

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ros_amf.runtime.backends import BackendForward
-from ros_amf.runtime.outputs import BadModelOutput, FrameResult, NonFiniteOutput
+from ros_amf.runtime.outputs import BadModelOutput, FrameResult, NonFiniteOutput, OutputsClosed
 from ros_amf.runtime.pipeline import EngineConfig, LatestSlot, StageThreads
 from ros_amf.runtime.stages import CameraFrame, FrameStages, InferredFrame, PreparedFrame, elapsed_ms
 from ros_amf.runtime.stats import InFlight, PipelineCounters
@@ -304,6 +304,9 @@ class BatchedEngine:
         if self.on_result is not None:
             try:
                 self.on_result(camera, result)
+            except OutputsClosed:   # finished while the consumer closed its outputs: not published
+                self.stats[camera].dropped()
+                return
             except Exception as exc:  # a failing consumer is counted like any other stage failure
                 self._failed_result(camera, result, f"publish: {type(exc).__name__}: {exc}", "publish_error")
                 return

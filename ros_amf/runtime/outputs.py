@@ -51,6 +51,11 @@ class NonFiniteOutput(BadModelOutput):
     """The model produced NaN or inf; the frame is failed and counted, the pipeline continues."""
 
 
+class OutputsClosed(RuntimeError):
+    """Raised by a result consumer whose outputs are closing (a node deactivating): the frame finished but was
+    not published, so the engine counts it as dropped, not as published or failed."""
+
+
 @dataclass
 class InstanceTable:
     """One frame's instances as fixed-size tensors on the model's device: the first ``count`` rows are

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ros_amf.runtime.loading import LoadedModel
-from ros_amf.runtime.outputs import BadModelOutput, FrameResult, NonFiniteOutput, check_output_scale
+from ros_amf.runtime.outputs import BadModelOutput, FrameResult, NonFiniteOutput, OutputsClosed, check_output_scale
 from ros_amf.runtime.stages import CameraFrame, FrameSettings, FrameStages, elapsed_ms
 from ros_amf.runtime.stats import InFlight, PipelineCounters
 
@@ -298,6 +298,9 @@ class Engine:
         if self.on_result is not None:
             try:
                 self.on_result(result)
+            except OutputsClosed:   # finished while the consumer closed its outputs: not published
+                self.stats.dropped()
+                return
             except Exception as exc:  # a failing consumer is counted like any other stage failure
                 self._failed_result(result, f"publish: {type(exc).__name__}: {exc}", "publish_error")
                 return

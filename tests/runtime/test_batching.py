@@ -140,6 +140,26 @@ def test_stop_counts_waiting_frames_as_dropped_on_their_camera():
     assert engine.stats["left"].frames_dropped == 1 and engine.in_flight == 0
 
 
+def test_a_camera_whose_outputs_closed_has_its_finished_frames_counted_as_dropped():
+    from ros_amf.runtime.outputs import OutputsClosed
+
+    def on_result(camera, result):
+        if camera == "left":
+            raise OutputsClosed("camera left: the node is deactivating")
+    engine = BatchedEngine(EngineConfig(input_sizes={"instance": SIZE}, lossless=True), CAMERAS, tiny_instance(),
+                           on_result=on_result)
+    engine.start()
+    try:
+        for camera in CAMERAS:
+            engine.submit(camera, _image(), "rgb8")
+        assert engine.wait_idle(30)
+    finally:
+        engine.stop()
+    left, other = engine.stats["left"], engine.stats[CAMERAS[1]]
+    assert (left.frames_out, left.frames_dropped, sum(left.failed.values())) == (0, 1, 0)
+    assert (other.frames_out, other.frames_dropped) == (1, 0)
+
+
 def test_wrong_camera_lists_and_names_are_clear_errors():
     with pytest.raises(ValueError, match="each once"):
         BatchedEngine(EngineConfig(input_sizes={"instance": SIZE}), ["a", "a"], tiny_instance())

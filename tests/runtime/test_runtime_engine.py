@@ -337,6 +337,26 @@ def test_a_lossless_engine_stopped_while_full_counts_every_frame_it_held():
     assert engine.in_flight == 0
 
 
+def test_a_frame_whose_consumer_closed_its_outputs_is_counted_as_dropped_not_published():
+    """A node deactivating while frames finish raises OutputsClosed from its publish callback."""
+    from ros_amf.runtime.outputs import OutputsClosed
+
+    def closed(result):
+        raise OutputsClosed("the node is deactivating")
+    engine = Engine(EngineConfig(input_sizes=SIZES, lossless=True, inference_workers=1),
+                    instance=scripted("instance", ScriptedInstanceModel([(8, 8, 40, 32)], [0], [0.9])),
+                    on_result=closed)
+    engine.start()
+    try:
+        for i in range(3):
+            engine.submit(_image(), "rgb8", tag=i)
+        assert engine.wait_idle(30)
+    finally:
+        engine.stop()
+    stats = engine.stats
+    assert (stats.frames_in, stats.frames_out, stats.frames_dropped, sum(stats.failed.values())) == (3, 0, 3, 0)
+
+
 @pytest.mark.parametrize("device_path", [False, True])
 def test_each_model_gets_the_pixel_normalisation_its_weights_expect(device_path):
     """ImageNet mean/std for the instance model, [-1, 1] for a semantic model on EfficientNet-Lite-style weights:
