@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed and accuracy of the shipped models by network input size: the table the launch default is chosen from.
 
-For each short side S (long side capped at 4/3 S, as the configs do), in one run:
+For each short side S (long side capped at 4/3 S rounded up to a multiple of 32, as the configs do), in one run:
 - accuracy on the given splits with the project's evaluators, run as `ros-amf eval instance|semantic`
   subprocesses at input S (instance AP / AP50 / APs; semantic mIoU / mIoU_S);
 - speed of both models together through the runtime's synchronous engine (pre-processing, both forwards,

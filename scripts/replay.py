@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Replay a bag into the node graph and benchmark speed and accuracy (same as `ros-amf replay`).
 
-    scripts/replay.py data/bags/drive_mcap --graph both --peak --json out/replay.json --plots out/plots
+    scripts/replay.py data/demo/bags/drive_mcap --graph both --peak --json out/replay.json --plots out/plots
 """
 import sys
 

@@ -24,10 +24,10 @@ measurements live in ros_amf.runtime.benchmark and ros_amf.runtime.fair_benchmar
 the flags, runs them in order and reports.
 
 GPU runs (the issue's targets), e.g.:
-  ros-amf bench runtime --device cuda --precision fp16 --channels-last --tasks instance \
+  ros-amf bench runtime --device cuda --precision fp16 --channels-last --tasks instance \\
       --instance-config models/amf_sparseinst_r50.yaml --image 480x640
-  ros-amf bench runtime --device cuda --precision fp16 --image 720x1280 --input-short-side 720 \
-      --input-max-long-side 1280 --instance-config models/amf_sparseinst_r50.yaml \
+  ros-amf bench runtime --device cuda --precision fp16 --image 720x1280 --input-short-side 720 \\
+      --input-max-long-side 1280 --instance-config models/amf_sparseinst_r50.yaml \\
       --semantic-config models/fpn_afma_r18.yaml
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``ros-amf calibrate semantic``: choose and store the class-prior correction of a semantic checkpoint.
 
     ros-amf calibrate semantic --checkpoint runs/x/export.pt --data data/synth --split val --out models/x.pt
-    ros-amf calibrate semantic --checkpoint runs/seg/model.pt --images my/val_images --labels my/val_labels \
+    ros-amf calibrate semantic --checkpoint runs/seg/model.pt --images my/val_images --labels my/val_labels \\
         --classes my/classes.yaml --out runs/seg/calibrated.pt
 
 A model trained with class-weighted NLL over-predicts its rare classes; adding -alpha · log w_k to the

@@ -5,8 +5,8 @@
 
 Images are read from ``DATA/images/<split>``, ground truth from
 ``DATA/annotations/instances_<split>.json``; each image is pre-processed exactly like the runtime,
-at the checkpoint's own input size unless the flags say otherwise (ros_amf.evaluation.instance).
-or any COCO instances JSON with --ann / --images. Writes the results as a COCO results JSON (RLE masks)
+at the checkpoint's own input size unless the flags say otherwise (ros_amf.evaluation.instance);
+or from any COCO instances JSON with --ann / --images. Writes the results as a COCO results JSON (RLE masks)
 next to a metrics JSON, in --out or runs/eval_instance/<checkpoint>_<split>/.
 """
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Examples::
 
-    ros-amf replay data/bags/drive_mcap --list-topics
-    ros-amf replay data/bags/drive_sqlite3 --mode fixed --rate 10 --json out/replay.json --plots out/plots
-    ros-amf replay data/bags/drive_mcap --graph both --peak -p instance.checkpoint:=models/x.pt
+    ros-amf replay data/demo/bags/drive_mcap --list-topics
+    ros-amf replay data/demo/bags/drive_sqlite3 --mode fixed --rate 10 --json out/replay.json --plots out/plots
+    ros-amf replay data/demo/bags/drive_mcap --graph both --peak -p instance.checkpoint:=models/x.pt
     ros-amf replay BAG --graph running --output-topic /my_node/labels --graph-pid 1234
     ros-amf replay --compare out/a.json out/b.json
 

@@ -3,7 +3,7 @@ check that its memory stays flat (RSS slope after warm-up, MiB per 1,000 frames;
 
 Example (the README's figure)::
 
-    ros-amf bench soak --input-short-side 128 --frames 20000 --warmup 5000 --json out/bench/soak.json
+    ros-amf bench soak --input-short-side 128 --frames 20000 --warmup 5000 --rate 24 --json out/bench/soak.json
 
 The shipped models run with their checkpoints; the feed rate is twice the pipelined rate measured
 first (``--rate`` sets it instead). Results are dropped at once, as a node drops them after publishing.

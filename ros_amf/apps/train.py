@@ -3,7 +3,7 @@
     ros-amf train instance --config models/amf_sparseinst_r18slim.yaml --data DATA/coco --out runs/amf
     ros-amf train semantic --config models/fpn_afma_r18slim.yaml --data DATA --dataset cityscapes \\
         --out runs/fpn_afma --recipe adam --iterations 2000
-    ros-amf train joint --config models/joint_effl0.yaml --data DATA --out runs/joint \
+    ros-amf train joint --config models/joint_effl0.yaml --data DATA --out runs/joint \\
         --init-instance models/amf_sparseinst_effl0.pt --init-semantic models/fpn_afma_effl0.pt
     torchrun --nproc-per-node 8 -m ros_amf.apps.cli train instance --config ... (DDP)
 
