@@ -37,7 +37,7 @@ from ros_amf.replay.schedule import GraphError, ReplayPlan, SentFrame, publish_s
 from ros_amf.ros import topics
 from ros_amf.ros.conversions import array_to_image
 from ros_amf.ros.kinds import KINDS
-from ros_amf.ros.qos import LATCHED, matching_subscription_qos, qos_from_name
+from ros_amf.ros.qos import latched, matching_subscription_qos, qos_from_name
 from ros_amf.runtime.stats import StageSummary, StatsSnapshot
 
 
@@ -307,7 +307,7 @@ class ReplayNode:
             return None
         received: list[list[str]] = []
         subscription = self.node.create_subscription(LabelInfo, topic, lambda m: received.append(list(m.class_names)),
-                                                     LATCHED)
+                                                     latched())
         deadline = time.monotonic() + timeout_s
         while not received and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -24,7 +24,7 @@ from ros_amf.ros import topics
 from ros_amf.ros.camera_info import CameraInfoCache
 from ros_amf.ros.conversions import (array_to_image, detections_message, instance_ids_image, instances_message,
                                      label_info_message, vision_label_info_message)
-from ros_amf.ros.qos import LATCHED, OUTPUT_DEPTH, qos_from_name
+from ros_amf.ros.qos import OUTPUT_DEPTH, latched, qos_from_name
 from ros_amf.runtime.loading import LoadedModel, class_colours
 from ros_amf.runtime.outputs import FrameResult, overlay, palette
 
@@ -53,13 +53,13 @@ class CameraOutputs:
         if "instance" in models:
             self.instances = make(InstanceSegmentation, topics.INSTANCES, output())
             self.instance_ids = make(Image, topics.INSTANCE_IDS, output())
-            self.instance_info = make(LabelInfo, topics.INSTANCE_LABEL_INFO, LATCHED)
+            self.instance_info = make(LabelInfo, topics.INSTANCE_LABEL_INFO, latched())
             self.detections = make(Detection2DArray, topics.DETECTIONS, output())
-            self.detections_info = make(VisionLabelInfo, topics.DETECTIONS_LABEL_INFO, LATCHED)
+            self.detections_info = make(VisionLabelInfo, topics.DETECTIONS_LABEL_INFO, latched())
         if "semantic" in models:
             self.labels = make(Image, topics.LABELS, output())
-            self.semantic_info = make(LabelInfo, topics.SEMANTIC_LABEL_INFO, LATCHED)
-            self.labels_info = make(VisionLabelInfo, topics.LABELS_LABEL_INFO, LATCHED)
+            self.semantic_info = make(LabelInfo, topics.SEMANTIC_LABEL_INFO, latched())
+            self.labels_info = make(VisionLabelInfo, topics.LABELS_LABEL_INFO, latched())
         self.overlay = make(Image, topics.OVERLAY, output())
         self.stats = make(PipelineStatsMsg, topics.STATS, output())
         if camera_info:   # private, beside the node: ~/camera_info, or ~/<camera>/camera_info

@@ -36,6 +36,14 @@ def static_refusal(name: str) -> str:
             "with it); deactivate and clean up the node, set it, then configure again, or restart with the new value.")
 
 
+QOS_BASES = ("input_qos", "output_qos")   # the base profiles rclpy's qos_overrides parameters start from
+
+
+def qos_refusal(name: str) -> str:
+    return (f"parameter '{name}' cannot change once the node has opened its topics: rclpy fixed each topic's QoS "
+            "then, in read-only qos_overrides parameters; restart the node with the new value.")
+
+
 def class_ids(names: Sequence[str], class_names: Sequence[str]) -> tuple[int, ...]:
     return tuple(class_names.index(n) for n in names if n)
 

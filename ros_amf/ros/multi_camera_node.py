@@ -97,6 +97,7 @@ class MultiCameraNode(PerceptionNode):
 
     # ----- activate -----
     def _open_topics(self) -> None:
+        self._topics_opened = True
         p = self.params
         compressed = is_compressed_transport(p)
         input_qos = qos_from_name(p["input_qos"], "parameter input_qos")

@@ -12,6 +12,7 @@ counted by cause and shows up on ``stats`` and /diagnostics; the node keeps runn
 """
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -31,7 +32,7 @@ from ros_amf.ros.camera_info import CameraInfoCache
 from ros_amf.ros.camera_outputs import CameraOutputs
 from ros_amf.ros.image_decoding import compressed_to_pixels, image_to_pixels
 from ros_amf.ros.diagnostics import NodeCounters, PipelineDiagnostics, stats_message
-from ros_amf.ros.live_params import apply_to_engine, static_refusal, value_problem
+from ros_amf.ros.live_params import QOS_BASES, apply_to_engine, qos_refusal, static_refusal, value_problem
 from ros_amf.ros.engine_setup import build_engine
 from ros_amf.ros.params import is_compressed_transport, specs_for
 from ros_amf.ros.qos import IncompatibleQoS, overridable, qos_from_name
@@ -67,6 +68,7 @@ class PerceptionNode(LifecycleNode):
         self.engine: Engine | None = None
         self.models: dict[str, LoadedModel] = {}
         self._configured = self._active = False
+        self._topics_opened = False   # after the first, rclpy keeps each topic's QoS (see qos_refusal)
         self._configure_error: Exception | None = None
         self._entities: list = []          # publishers, subscriptions, timers made by activate
         self._admission = FrameAdmission(self.counters, self.stats)
@@ -99,6 +101,8 @@ class PerceptionNode(LifecycleNode):
                 continue   # not ours (qos_overrides.*, use_sim_time) or unchanged
             if not spec.live and self._configured:
                 return SetParametersResult(successful=False, reason=static_refusal(change.name))
+            if change.name in QOS_BASES and self._topics_opened:
+                return SetParametersResult(successful=False, reason=qos_refusal(change.name))
             if spec.live and (problem := value_problem(change.name, change.value, names)):
                 return SetParametersResult(successful=False, reason=problem)
         for change in changes:
@@ -172,6 +176,7 @@ class PerceptionNode(LifecycleNode):
 
     # ----- activate: topics -----
     def _publisher(self, kind, topic: str, qos):
+        qos = copy.copy(qos)   # rclpy writes this topic's qos_overrides into the profile: never into a shared one
         events = self.qos_events.publisher_events(self.resolve_topic_name(topic))
         publisher = self.create_publisher(kind, topic, qos, event_callbacks=events,
                                           qos_overriding_options=overridable())
@@ -179,6 +184,7 @@ class PerceptionNode(LifecycleNode):
         return publisher
 
     def _subscription(self, kind, topic: str, callback, qos):
+        qos = copy.copy(qos)   # the image and camera_info subscriptions start from one profile: keep them apart
         subscription = self.create_subscription(kind, topic, callback, qos,
                                                 event_callbacks=self.qos_events.subscription_events(
                                                     self.resolve_topic_name(topic)),
@@ -187,6 +193,7 @@ class PerceptionNode(LifecycleNode):
         return subscription
 
     def _open_topics(self) -> None:
+        self._topics_opened = True
         p = self.params
         compressed = is_compressed_transport(p)
         input_qos = qos_from_name(p["input_qos"], "parameter input_qos")

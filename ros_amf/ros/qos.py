@@ -19,9 +19,11 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 NAMES = ("sensor_data", "reliable")
 OUTPUT_DEPTH = 5     # outputs: a slow reliable subscriber gets the latest few results, not a backlog
 
-# for topics that publish once and must reach late subscribers (label tables)
-LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+def latched() -> QoSProfile:
+    """For topics that publish once and must reach late subscribers (label tables). A new profile each call:
+    rclpy writes a topic's qos_overrides into the very profile it is given, so profiles are never shared."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def qos_from_name(name: str, setting: str = "QoS", depth: int | None = None) -> QoSProfile:
@@ -45,8 +47,10 @@ def qos_from_name(name: str, setting: str = "QoS", depth: int | None = None) -> 
 
 
 def overridable() -> QoSOverridingOptions:
-    """History, depth, reliability and durability of a topic settable by ``qos_overrides`` parameters."""
-    return QoSOverridingOptions.with_default_policies()
+    """History, depth, reliability and durability of a topic settable by ``qos_overrides`` parameters
+    (rclpy's default set leaves durability out)."""
+    return QoSOverridingOptions([QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.RELIABILITY,
+                                 QoSPolicyKind.DURABILITY])
 
 
 def matching_subscription_qos(publishers_best_effort: bool, depth: int) -> QoSProfile:

@@ -13,7 +13,7 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -142,6 +142,21 @@ def test_qos_overrides_parameters_change_a_topic_and_a_mismatch_shows_in_diagnos
     assert any(f"{ns}/labels" in kv.key for s in w.got["diagnostics"] for kv in s.values)
 
 
+def test_a_qos_override_changes_its_own_topic_only_and_durability_is_overridable(world):
+    """rclpy writes overrides into the profile object it is given: one topic's override must not leak into
+    the topics created from the same base profile (image and camera_info; the four label tables)."""
+    ns = "/cit_qos_apart"
+    w = world(ns, **{f"qos_overrides.{ns}/camera_info.subscription.reliability": "reliable",
+                     f"qos_overrides.{ns}/semantic_label_info.publisher.durability": "volatile"})
+    subscriptions = {topic: w.probe.get_subscriptions_info_by_topic(f"{ns}/{topic}") for topic in ("camera_info", "image")}
+    assert [i.qos_profile.reliability for i in subscriptions["camera_info"]] == [ReliabilityPolicy.RELIABLE]
+    assert [i.qos_profile.reliability for i in subscriptions["image"]] == [ReliabilityPolicy.BEST_EFFORT]
+    durability = {topic: w.probe.get_publishers_info_by_topic(f"{ns}/{topic}")[0].qos_profile.durability
+                  for topic in ("semantic_label_info", "instance_label_info")}
+    assert durability == {"semantic_label_info": DurabilityPolicy.VOLATILE,
+                          "instance_label_info": DurabilityPolicy.TRANSIENT_LOCAL}
+
+
 def test_the_node_pushed_into_a_namespace_with_default_parameters_stays_inside_it(world):
     w = world()
     assert w.node.get_parameter("input_topic").value == "image"
@@ -257,6 +272,9 @@ def test_lifecycle_transitions_over_rclpy(world):
     assert w.send(2, "labels")
     assert transition(Transition.TRANSITION_DEACTIVATE) and transition(Transition.TRANSITION_CLEANUP)
     assert state() == State.PRIMARY_STATE_UNCONFIGURED and w.node.engine is None and w.node.models == {}
+    # rclpy fixed the topics' QoS when they were first opened: a new base profile would be ignored, so refused
+    refused = w.set_params(input_qos="reliable")[0]
+    assert not refused.successful and "restart the node with the new value" in refused.reason
     assert transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN) and state() == State.PRIMARY_STATE_FINALIZED
 
 
