@@ -33,6 +33,7 @@ from torch import nn
 
 from ros_amf.contract.checkpoint import load_checkpoint, load_state_into, save_checkpoint, sha256_of
 from ros_amf.contract.config import to_dict
+from ros_amf.contract.pixels import PixelNormalisation
 from ros_amf.data.collate import SKIP_COUNTS, collate_batch
 from ros_amf.data.transforms import AugmentedDataset, TrainAugmentation
 from ros_amf.modeling.backbones.pretrained import init_backbone_from_file
@@ -110,6 +111,24 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def stored_pixels(payload: dict) -> PixelNormalisation | None:
+    """The pixel normalisation a checkpoint's weights were trained with (None if it records none)."""
+    stored = (payload.get("model_config") or {}).get("pixel_normalisation")
+    return PixelNormalisation(tuple(stored["mean"]), tuple(stored["std"])) if stored else None
+
+
+def use_pixels(task: Task, model: nn.Module, pixels: PixelNormalisation | None) -> None:
+    """Make ``pixels`` the run's normalisation everywhere it is read: the batches and every checkpoint
+    (task.model_config) and the end-of-run validation, which reads the model's own config (pixels_of)."""
+    if pixels is None:
+        return
+    task.model_config = dataclasses.replace(task.model_config, pixel_normalisation=pixels)
+    for part in (model, getattr(model, "instance", None), getattr(model, "semantic", None)):
+        cfg = getattr(part, "cfg", None)
+        if cfg is not None and hasattr(cfg, "pixel_normalisation"):
+            part.cfg = dataclasses.replace(cfg, pixel_normalisation=pixels)
+
+
 def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, init: str | Path | None = None,
         device: str | None = None, progress: bool = True, meta: dict[str, Any] | None = None,
         export_to: str | Path | None = None) -> FitResult:
@@ -124,12 +143,13 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     common.seed_everything(cfg.seed + dist.rank)
     model = task.build_model()
     if init and not resume:
-        load_state_into(model, load_checkpoint(init, task=task.name), init)
+        started_from = load_checkpoint(init, task=task.name)
+        load_state_into(model, started_from, init)
         clear_logit_biases(model)
+        use_pixels(task, model, stored_pixels(started_from))   # the init weights' normalisation, not the YAML's
     elif task.model_config.backbone_weights and not resume:
         # a fresh run on pretrained weights: the weights say how a pixel must be normalised
-        pixels = init_backbone_from_file(model, task.model_config.backbone_weights)
-        task.model_config = dataclasses.replace(task.model_config, pixel_normalisation=pixels)
+        use_pixels(task, model, init_backbone_from_file(model, task.model_config.backbone_weights))
     model = model.to(torch_device)
     ddp_model = common.wrap_ddp(model, dist)
     optimizer = make_optimizer(model, cfg)
@@ -144,6 +164,7 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
         payload = common.load_training_checkpoint(last, task=task.name, model=model, optimizer=optimizer,
                                                   scheduler=scheduler, scaler=scaler, sampler=sampler, guard=guard)
         start = payload["train_state"]["iteration"]
+        use_pixels(task, model, stored_pixels(payload))   # what the run was started with (pretrained weights)
         previous_seconds = float(payload["meta"].get("train_seconds", 0.0))  # the time limit spans resumes
     loss_fn = task.make_loss(torch_device)
     logger = common.MetricLogger(out_dir, resume_iteration=start if resume else None, enabled=dist.is_main)
@@ -204,10 +225,11 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
             logger.log(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             tic = time.perf_counter()
-        if iteration % cfg.checkpoint_every == 0 or iteration == total or out_of_time:
-            save(last)
+        # the snapshot first: a run killed between the two resumes from before it and writes it again
         if cfg.snapshot_every and iteration % cfg.snapshot_every == 0 and dist.is_main:
             export(out_dir / f"snapshot_{iteration:06d}.pt")
+        if iteration % cfg.checkpoint_every == 0 or iteration == total or out_of_time:
+            save(last)
         if out_of_time:
             break
     bar.close()

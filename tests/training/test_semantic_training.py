@@ -118,3 +118,22 @@ def test_an_old_flat_config_still_reads_as_the_model_section(tiny_config, tmp_pa
     assert "model:" not in flat.read_text()
     assert load_run_config(flat, "semantic", SemanticTrainConfig) == \
         load_run_config(tiny_config, "semantic", SemanticTrainConfig)
+
+
+def test_resumed_and_fine_tuned_runs_keep_the_pixel_normalisation_their_weights_were_trained_with(
+        tiny_data, tiny_config, tmp_path):
+    """A run started from pretrained weights trains with their normalisation (not the YAML's): resuming it and
+    fine-tuning from it must keep that normalisation in the batches, the validation and every checkpoint."""
+    _train(tiny_config, tiny_data, tmp_path / "run", 1)
+    minus_one_to_one = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}   # EfficientNet-Lite's, not ImageNet's
+    last = tmp_path / "run" / "last.pt"
+    payload = torch.load(last, weights_only=False)
+    payload["model_config"]["pixel_normalisation"] = minus_one_to_one   # as a pretrained start records it
+    torch.save(payload, last)
+    _train(tiny_config, tiny_data, tmp_path / "run", 2, "--resume")
+
+    def stored(path):
+        return {k: list(v) for k, v in load_checkpoint(path)["model_config"]["pixel_normalisation"].items()}
+    assert stored(tmp_path / "run" / "last.pt") == stored(tmp_path / "run" / "model.pt") == minus_one_to_one
+    _train(tiny_config, tiny_data, tmp_path / "tuned", 1, "--init", str(tmp_path / "run" / "model.pt"))
+    assert stored(tmp_path / "tuned" / "model.pt") == minus_one_to_one
