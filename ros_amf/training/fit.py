@@ -87,6 +87,28 @@ def checkpoint_to_resume(out_dir: Path) -> Path:
     return path
 
 
+# what --resume cannot change: the optimiser state, the data position and the draws were made with these
+RESUME_FIXED = ("optimizer", "lr", "weight_decay", "batch_size", "seed")
+
+
+def check_resume_settings(last: Path, cfg: TrainConfig, task_name: str) -> None:
+    """One sentence if the resumed run's optimiser, batch size or seed differ from the run's own (they
+    would be ignored or corrupt the data position); the length and lr steps may change."""
+    stored = (load_checkpoint(last, task=task_name).get("meta") or {}).get("train_config") or {}
+    for key in RESUME_FIXED:
+        if key in stored and stored[key] != getattr(cfg, key):
+            raise ValueError(f"--resume continues '{last}' as it was trained, with {key} {stored[key]!r}, but "
+                             f"{key} is now {getattr(cfg, key)!r}; resume with the run's own value, or start a "
+                             f"new run with --init {last} to change it.")
+
+
+def check_fresh_out(out_dir: Path) -> None:
+    """A run folder that holds a run is continued with --resume, never silently overwritten."""
+    if (Path(out_dir) / "last.pt").is_file():
+        raise ValueError(f"'{out_dir}' already holds a training run (last.pt); pass --resume to continue it, or "
+                         "choose another --out (or delete the folder) to start again.")
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = common.param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "sgd":
@@ -137,7 +159,12 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     out_dir = Path(out_dir)
     if device:
         check_device(device)   # one sentence for "cuda" without CUDA, never a silent fall-back to the CPU
-    last = checkpoint_to_resume(out_dir) if resume else out_dir / "last.pt"
+    if resume:
+        last = checkpoint_to_resume(out_dir)
+        check_resume_settings(last, cfg, task.name)
+    else:
+        check_fresh_out(out_dir)
+        last = out_dir / "last.pt"
     dist = common.init_distributed(prefer_cuda=device != "cpu")
     torch_device = torch.device(device) if device and device != "cuda" else dist.device
     common.seed_everything(cfg.seed + dist.rank)

@@ -137,3 +137,18 @@ def test_resumed_and_fine_tuned_runs_keep_the_pixel_normalisation_their_weights_
     assert stored(tmp_path / "run" / "last.pt") == stored(tmp_path / "run" / "model.pt") == minus_one_to_one
     _train(tiny_config, tiny_data, tmp_path / "tuned", 1, "--init", str(tmp_path / "run" / "model.pt"))
     assert stored(tmp_path / "tuned" / "model.pt") == minus_one_to_one
+
+
+def test_a_run_folder_is_never_overwritten_and_resume_refuses_a_changed_optimiser(tiny_data, tiny_config, tmp_path,
+                                                                                  capsys):
+    _train(tiny_config, tiny_data, tmp_path / "run", 1)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    argv = ["--config", str(tiny_config), "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--iterations",
+            "2", "--batch-size", "2", "--short-side", "64", "--crop", "64x64", "--threads", "1"]
+    capsys.readouterr()
+    assert main_semantic(argv) == 2                                  # forgot --resume
+    assert "already holds a training run (last.pt); pass --resume" in capsys.readouterr().err
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+    assert main_semantic([*argv, "--resume", "--lr", "0.5"]) == 2    # the optimiser state was made with another lr
+    assert "with lr" in capsys.readouterr().err
+    assert main_semantic([*argv, "--resume"]) == 0                   # the length may change
