@@ -55,6 +55,12 @@ class PipelineDiagnostics:
         self.started = time.monotonic() if started is None else started
         self._last = (0, 0, 0, 0, 0)   # dropped, rejected, failed, camera_info misses, QoS events
 
+    def start_from(self, snap, node: NodeCounters, qos_events: dict[str, int]) -> "PipelineDiagnostics":
+        """Count from now (an activation): the totals kept over a deactivation are not new in its first report."""
+        self._last = (snap.frames_dropped, snap.frames_rejected, snap.frames_failed, node.values()[2],
+                      sum(qos_events.values()))
+        return self
+
     def status(self, name: str, hardware_id: str, snap, node: NodeCounters, qos_events: dict[str, int],
                params: dict, listening: bool, engine_warnings: list[str] = ()) -> DiagnosticStatus:
         """``engine_warnings``: what the engine could not do as configured (e.g. a backend that failed and
@@ -66,7 +72,7 @@ class PipelineDiagnostics:
             level = warn
             problems += engine_warnings
         now = time.monotonic()
-        silent_for = now - (node.last_image_at or self.started)
+        silent_for = now - max(node.last_image_at or 0.0, self.started)   # the inactive time does not count
         if silent_for > float(params["input_timeout_s"]):
             level = warn
             problems.append(f"no image on {hardware_id} for {silent_for:.1f} s (camera stopped, wrong topic or "
@@ -89,11 +95,12 @@ class PipelineDiagnostics:
             else:
                 problems.append(f"no camera_info received for {new[3]} outputs (set camera_info_topic to '' if "
                                 "the camera publishes none)")
-        if qos_total:
+        if new[4]:   # new ones only: one peer that once failed must not keep the node WARN for ever
             level = warn
             topics = ", ".join(sorted(qos_events))
-            problems.append(f"{qos_total} peers could not connect, incompatible QoS on {topics}; set the "
-                            "qos_overrides.<topic>.* parameters or the peer's QoS so that they match")
+            problems.append(f"{new[4]} peers could not connect since the last report, incompatible QoS on {topics} "
+                            f"({qos_total} in all); set the qos_overrides.<topic>.* parameters or the peer's QoS so "
+                            "that they match")
         min_hz = float(params["min_output_hz"])
         if min_hz > 0 and listening and snap.input_rate_hz > 0 and snap.output_rate_hz < min_hz:
             level = warn

@@ -109,7 +109,8 @@ class MultiCameraNode(PerceptionNode):
                                            camera_info=bool(p["camera_info_topic"]))
             camera.outputs.publish_label_info(header)
             camera.infos.clear()
-            camera.diagnostics = PipelineDiagnostics()
+            camera.diagnostics = PipelineDiagnostics().start_from(camera.stats.snapshot(), camera.counters,
+                                                                  self.qos_events.snapshot())
             if p["camera_info_topic"]:
                 self._subscription(CameraInfo, f"{name}/{p['camera_info_topic']}", camera.infos.add, input_qos)
             base = f"{name}/{p['input_topic']}"

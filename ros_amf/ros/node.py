@@ -206,7 +206,8 @@ class PerceptionNode(LifecycleNode):
             self._subscription(CameraInfo, p["camera_info_topic"], self._camera_infos.add, input_qos)
         # like image_transport, compressed frames come on the (remapped) base name + /compressed
         self.input_topic = self.resolve_topic_name(p["input_topic"]) + (topics.COMPRESSED_SUFFIX if compressed else "")
-        self.diagnostics = PipelineDiagnostics()
+        self.diagnostics = PipelineDiagnostics().start_from(self.stats.snapshot(), self.counters,
+                                                            self.qos_events.snapshot())
         self._active = True
         if self.PIPELINED:
             self.engine.start()

@@ -285,3 +285,40 @@ def test_a_node_that_cannot_configure_stays_unconfigured_with_autostart_off(worl
     assert w.node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
     assert all(r.successful for r in w.set_params(input_qos="reliable"))   # fix it, then configure
     assert w.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+
+
+def test_diagnostics_after_a_reactivation_report_only_what_is_new_and_a_qos_warning_clears():
+    """Counters live as long as the node; the first report after an activation must not call what happened
+    before it new, the time it was inactive is not camera silence, and one failed QoS match warns once."""
+    import time
+
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from ros_amf.ros.diagnostics import NodeCounters, PipelineDiagnostics
+    from ros_amf.runtime.stats import PipelineCounters
+
+    stats, node = PipelineCounters(), NodeCounters()
+    for _ in range(4):
+        stats.frame_in()
+    stats.dropped(2)
+    stats.reject("bad_encoding")
+    stats.fail("inference_error")
+    node.add("camera_info_misses", 3)
+    node.image_arrived()
+    node.last_image_at -= 600.0                      # the last image came before a long deactivation
+    params = {"input_timeout_s": 5.0, "min_output_hz": 0.0}
+    qos = {"/x/labels (a subscriber, reliability)": 1}
+    diagnostics = PipelineDiagnostics().start_from(stats.snapshot(), node, qos)
+
+    def report(events):
+        status = diagnostics.status("n", "/x/image", stats.snapshot(), node, events, params, True)
+        return status.level, status.message
+    level, message = report(qos)
+    assert level == DiagnosticStatus.OK, message     # nothing new since the activation, no silence yet
+    stats.reject("bad_encoding")
+    level, message = report({"/x/labels (a subscriber, reliability)": 2})
+    assert level == DiagnosticStatus.WARN and "1 images rejected" in message and "1 peers could not connect" in message
+    level, message = report({"/x/labels (a subscriber, reliability)": 2})
+    assert level == DiagnosticStatus.OK, message     # the old QoS event no longer keeps it WARN
+    diagnostics.started = time.monotonic() - 10.0    # activated 10 s ago, still no image: now that is silence
+    assert "no image on /x/image" in report(qos)[1]
