@@ -41,7 +41,7 @@ from ros_amf.runtime.stats import PipelineCounters
 _CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
 
 
-def check_cameras(cameras: list[str], input_topic: str) -> list[str]:
+def check_cameras(cameras: list[str], input_topic: str, camera_info_topic: str = "") -> list[str]:
     """The camera list, or a one-sentence error naming what is wrong with it."""
     cameras = [c.strip("/") for c in cameras if c and c.strip("/")]
     if not cameras:
@@ -56,6 +56,9 @@ def check_cameras(cameras: list[str], input_topic: str) -> list[str]:
     if input_topic.startswith("/"):
         raise ValueError(f"input_topic '{input_topic}' is absolute, so every camera would read the same topic; "
                          "give a relative name (image_raw): each camera reads <camera>/<input_topic>.")
+    if camera_info_topic.startswith("/"):
+        raise ValueError(f"camera_info_topic '{camera_info_topic}' is absolute, but each camera reads its own "
+                         "<camera>/<camera_info_topic>; give a relative name (camera_info), or '' for none.")
     return cameras
 
 
@@ -87,7 +90,7 @@ class MultiCameraNode(PerceptionNode):
     # ----- configure -----
     def _load(self) -> None:
         p = self.params
-        names = check_cameras(list(p["cameras"]), str(p["input_topic"]))
+        names = check_cameras(list(p["cameras"]), str(p["input_topic"]), str(p["camera_info_topic"]))
         self.cameras = {name: CameraState(name) for name in names}
         self.models = load_models(p, self.TASKS, self._injected_models, self.get_logger())
         self.engine = BatchedEngine(engine_config(p, self.models), names, self.models.get("instance"),

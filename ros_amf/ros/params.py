@@ -111,7 +111,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
                                       "overlay: full = the camera's resolution; network = each model's input "
                                       "resolution (the resized, unpadded image the model saw: 1920x1080 -> 512x288 "
                                       "at 384/512), far cheaper to post-process and publish. Boxes and areas are "
-                                      "in camera pixels either way."),
+                                      "in camera pixels either way, and ~/camera_info describes the camera image: "
+                                      "at network scale, scale its K and P by the map's size over the camera's."),
     ParamSpec("cameras", [], "Multi-camera node only: the cameras it serves (string list, e.g. [front, rear, left]). "
                              "Camera c reads c/<input_topic> (and c/<camera_info_topic>) and writes c/instances, "
                              "c/labels, c/stats, ... relative to the node's namespace; one model copy runs the "

@@ -160,13 +160,15 @@ class GradientGuard:
         else:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])) if params \
                 else torch.tensor(0.0)
-        finite = bool(torch.isfinite(norm)) and (loss is None or bool(torch.isfinite(loss.detach())))
+        loss_finite = loss is None or bool(torch.isfinite(loss.detach()))
+        finite = bool(torch.isfinite(norm)) and loss_finite
         if scaler is not None and scaler.is_enabled():
-            # the scaler skips on inf itself (and lowers its scale); count only what it did not cause itself
             if finite:
                 scaler.step(optimizer)
-            else:
+            elif not loss_finite:
                 self.skipped += 1
+            # else: a finite loss whose scaled gradients overflowed: the scaler's own back-off (it lowers its
+            # scale and the step is skipped), routine in fp16 and not a non-finite step
             scaler.update()
         elif finite:
             optimizer.step()

@@ -143,6 +143,7 @@ def test_stats_drops_and_diagnostics_are_per_camera(graph):
     (["front", "front"], {}, "names a camera twice"),
     (["front", "rear left"], {}, "not ROS namespace names"),
     (["front"], {"input_topic": "/cam/image"}, "is absolute, so every camera would read the same topic"),
+    (["front"], {"camera_info_topic": "/cam/camera_info"}, "camera_info_topic '/cam/camera_info' is absolute"),
 ])
 def test_a_wrong_camera_list_is_one_clear_sentence(ros_context, cameras, params, message):
     with pytest.raises(ValueError, match=message):

@@ -46,6 +46,23 @@ def test_guard_skips_nan_steps_and_counts_them():
     assert torch.allclose(param.data, torch.ones(3) - 0.1 / 3 ** 0.5, atol=1e-5)  # clipped to norm 1
 
 
+def test_guard_does_not_count_the_grad_scalers_own_overflow_back_offs():
+    param = nn.Parameter(torch.ones(3))
+    model = nn.Module()
+    model.p = param
+    opt = torch.optim.SGD([param], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    guard = common.GradientGuard()
+    loss = (param * 1e36).sum()                   # finite, but times the scale its gradients overflow
+    scaler.scale(loss).backward()
+    guard.step(model, opt, scaler, loss)
+    assert guard.skipped == 0 and scaler.get_scale() == 2.0 ** 15 and torch.equal(param.data, torch.ones(3))
+    loss = (param * float("nan")).sum()           # a non-finite loss is counted
+    scaler.scale(loss).backward()
+    guard.step(model, opt, scaler, loss)
+    assert guard.skipped == 1 and torch.equal(param.data, torch.ones(3))
+
+
 def test_sampler_resumes_with_identical_order_and_shards_ranks():
     sampler = common.ResumableSampler(7, seed=3)
     stream = iter(sampler)
