@@ -34,9 +34,10 @@ from pathlib import Path
 import yaml
 
 from ros_amf.contract.input_size import InputSize
-from ros_amf.training.study import (RECIPE_FILE, StudyError, StudySpec, aggregate, check_data_roots,
+from ros_amf.training.study import (DATA_FILE, RECIPE_FILE, StudyError, StudySpec, aggregate, check_data_roots,
                                     checkpoints_to_score, claim_run, load_study_spec, markdown_table, release_run,
-                                    run_recipe, run_state, score_checkpoint, score_prior_corrected, with_budget)
+                                    run_data, run_recipe, run_state, score_checkpoint, score_prior_corrected,
+                                    with_budget)
 
 
 def size_hw(text: str) -> tuple[int, int]:
@@ -116,12 +117,13 @@ def last_logged_seconds(run_dir: Path) -> float | None:
 
 
 def train_run(spec: StudySpec, run_dir: Path, recipe: dict, label: str, device: str | None) -> None:
-    state = run_state(run_dir, recipe)
+    state = run_state(run_dir, recipe, run_data(spec))
     if state == "done":
         print(f"{label}: finished earlier, skipped")
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RECIPE_FILE).write_text(yaml.safe_dump(recipe, sort_keys=False))
+    (run_dir / DATA_FILE).write_text(yaml.safe_dump(run_data(spec), sort_keys=False))
     command = train_command(spec, run_dir, state == "resume", device)
     print(f"{label}: training{' (resuming last.pt)' if state == 'resume' else ''} ...", flush=True)
     started = time.monotonic()
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = [(seed, arm, out / arm.name / f"seed{seed}", run_recipe(spec, arm, seed))
                 for seed in spec.seeds for arm in spec.arms]
         for _, _, run_dir, recipe in plan:
-            run_state(run_dir, recipe)   # refuses folders of another recipe up front
+            run_state(run_dir, recipe, run_data(spec))   # refuses folders of another recipe or data up front
     except (StudyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         for n, (seed, arm, run_dir, recipe) in enumerate(plan, 1):
             label = f"[{n}/{len(plan)}] {arm.name} seed {seed}"
             if args.report_only:
-                if run_state(run_dir, recipe) != "done":
+                if run_state(run_dir, recipe, run_data(spec)) != "done":
                     print(f"{label}: not finished, left out")
                     continue
             elif not claim_run(run_dir):

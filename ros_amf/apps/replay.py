@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--graph running those beside --input-topic, e.g. /camera/instances and /camera/labels)")
     g.add_argument("--graph-pid", type=int, help="--graph running: pid of the graph process, for CPU/RSS")
     g.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for the graph to appear")
-    g.add_argument("--output-timeout", type=float, default=3.0, help="seconds a frame holds its in-flight slot while its outputs are awaited, and the wait "
-                        "for the last frames' outputs after the last send: outputs that never come count as dropped; "
+    g.add_argument("--output-timeout", type=float, default=3.0,
+                   help="seconds a frame holds its in-flight slot while its outputs are awaited, and the wait for "
+                        "the last frames' outputs after the last send: outputs that never come count as dropped; "
                         "one that comes late during the run counts as received, at its late latency (p99, max)")
     g.add_argument("--idle-seconds", type=float, default=2.0, help="length of the idle-baseline measurement")
     g = p.add_argument_group("accuracy and reports")

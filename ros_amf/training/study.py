@@ -36,6 +36,7 @@ SEMANTIC_METRICS = {"mIoU": "miou", "mIoU_S": "miou_small", "mIoU_L": "miou_larg
 INSTANCE_METRICS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "APs": "APs", "APm": "APm", "APl": "APl"}
 DEFAULT_METRICS = {"semantic": ("mIoU", "mIoU_S", "mIoU_L"), "instance": ("AP", "AP50", "APs")}
 RECIPE_FILE = "study_recipe.yaml"   # the run config as the study wrote it; also what --config reads
+DATA_FILE = "study_data.yaml"       # the training data the run read (not part of a --config file)
 
 
 class StudyError(ValueError):
@@ -191,10 +192,22 @@ def run_recipe(spec: StudySpec, arm: Arm, seed: int) -> dict[str, Any]:
     return {"model": model, "train": recipe_train}
 
 
-def run_state(run_dir: Path, recipe: dict[str, Any]) -> str:
+def run_data(spec: StudySpec) -> dict[str, Any]:
+    """What a run is trained on: studies that share a folder must not share runs trained on other data."""
+    return {"train_data": str(Path(spec.train_data).resolve()), "train_split": spec.train_split,
+            "dataset": spec.dataset if spec.task == "semantic" else None}
+
+
+def run_state(run_dir: Path, recipe: dict[str, Any], data: dict[str, Any] | None = None) -> str:
     """``"done"`` (trained to the budget), ``"resume"`` (a last.pt to continue) or ``"new"``.
 
-    A run folder written for another recipe is refused: reusing it would mix budgets in one table."""
+    A run folder written for another recipe, or trained on other data (``data``, when the folder records
+    it: runs from before that was recorded are taken as they are), is refused: reusing it would mix
+    budgets or data in one table."""
+    written_data = run_dir / DATA_FILE
+    if data is not None and written_data.is_file() and yaml.safe_load(written_data.read_text()) != data:
+        raise StudyError(f"'{run_dir}' was trained on other data ({yaml.safe_load(written_data.read_text())}); "
+                         "give the study another --out folder or delete that run.")
     written = run_dir / RECIPE_FILE
     if written.is_file():
         previous = yaml.safe_load(written.read_text())

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ros_amf.training.study import (RECIPE_FILE, StudyError, aggregate, checkpoints_to_score, load_study_spec,
-                                    markdown_table, mean_sd, paired_difference, run_recipe, run_state, with_budget)
+from ros_amf.training.study import (DATA_FILE, RECIPE_FILE, StudyError, aggregate, checkpoints_to_score,
+                                    load_study_spec, markdown_table, mean_sd, paired_difference, run_data, run_recipe,
+                                    run_state, with_budget)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,6 +117,13 @@ def test_run_states_and_the_curve_checkpoints(tmp_path):
     other = run_recipe(with_budget(spec, iterations=40), spec.arms[1], 2)
     with pytest.raises(StudyError, match="another recipe .*max_iters"):
         run_state(run, other)
+    # a run records the data it was trained on: another study sharing the folder cannot take it as its own
+    data = run_data(spec)
+    assert run_state(run, recipe, data) == "done"          # recorded nothing (an older run): taken as it is
+    (run / DATA_FILE).write_text(yaml.safe_dump(data))
+    assert run_state(run, recipe, data) == "done"
+    with pytest.raises(StudyError, match="was trained on other data"):
+        run_state(run, recipe, {**data, "train_split": "val"})
     with pytest.raises(StudyError, match="snapshot_000010.pt' is missing"):
         checkpoints_to_score(run, 30, 10)
     for it in (10, 20):
