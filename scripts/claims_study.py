@@ -18,7 +18,7 @@ spec's file name: studies that share runs (one folder) keep their own tables.
 Runs go seed by seed, so a study stopped half way already has complete pairs.
 
 Two cores, two workers: start the same command twice (one thread each). A worker claims a run before
-training it (OUT/<arm>/seed<k>/.claimed_by holds its pid) and passes over runs another live worker holds;
+training it (OUT/<arm>/seed<k>/.claimed_by holds its pid and start time) and passes over runs another live worker holds;
 each prints the table of what was finished when it ended, and --report-only afterwards tabulates all.
 """
 from __future__ import annotations

@@ -224,7 +224,7 @@ def run_state(run_dir: Path, recipe: dict[str, Any], data: dict[str, Any] | None
     return "resume" if (run_dir / "last.pt").is_file() else "new"
 
 
-CLAIM_FILE = ".claimed_by"   # pid of the study worker training a run: two workers share a study's runs
+CLAIM_FILE = ".claimed_by"   # "pid start-time" of the worker training a run: two workers share a study's runs
 
 
 def claim_run(run_dir: Path) -> bool:
@@ -238,15 +238,16 @@ def claim_run(run_dir: Path) -> bool:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)   # atomic: one of two racing workers wins
         except FileExistsError:
-            holder = _claim_holder(path)
+            holder, started = _claim_holder(path)
             if holder == os.getpid():
                 return True
-            if holder and _alive(holder):
+            if holder and _alive(holder) and started in (None, _start_time(holder)):
                 return False
-            path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)   # its worker is gone, or the pid now belongs to another process
             continue
         with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
+            started = _start_time(os.getpid())
+            handle.write(f"{os.getpid()}" + ("" if started is None else f" {started}"))
         return True
     return False
 
@@ -254,16 +255,28 @@ def claim_run(run_dir: Path) -> bool:
 def release_run(run_dir: Path) -> None:
     """Drop this process's claim on ``run_dir`` (see :func:`claim_run`)."""
     path = run_dir / CLAIM_FILE
-    if _claim_holder(path) == os.getpid():
+    if _claim_holder(path)[0] == os.getpid():
         path.unlink(missing_ok=True)
 
 
-def _claim_holder(path: Path) -> int:
-    """The pid in a claim file; 0 when there is none or it cannot be read."""
+def _claim_holder(path: Path) -> tuple[int, int | None]:
+    """(pid, its start time) in a claim file; pid 0 when there is none or it cannot be read, start time None
+    when the claim does not record one (claims written before it was recorded)."""
     try:
-        return int(path.read_text().strip() or 0)
-    except (OSError, ValueError):
-        return 0
+        fields = path.read_text().split()
+        return int(fields[0]), (int(fields[1]) if len(fields) > 1 else None)
+    except (OSError, ValueError, IndexError):
+        return 0, None
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22): with the pid it names
+    one process, where a pid alone is reused after a restart. None where /proc is not there."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _alive(pid: int) -> bool:

@@ -139,24 +139,32 @@ def test_a_run_is_claimed_by_one_live_worker_and_a_dead_workers_claim_is_taken_o
 
     from ros_amf.training.study import CLAIM_FILE, claim_run, release_run
 
+    from ros_amf.training.study import _start_time
+
     run = tmp_path / "arm" / "seed1"
     assert claim_run(run) and claim_run(run)              # taken, and taking it again is a no-op
-    assert (run / CLAIM_FILE).read_text() == str(os.getpid())
+    mine = f"{os.getpid()} {_start_time(os.getpid())}"
+    assert (run / CLAIM_FILE).read_text() == mine
     release_run(run)
     assert not (run / CLAIM_FILE).exists()
-    # a live other worker holds it: passed over, and its claim is left alone
+    # a live other worker holds it: passed over, and its claim is left alone (old claims hold the pid alone)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+        for claim in (f"{other.pid} {_start_time(other.pid)}", str(other.pid)):
+            (run / CLAIM_FILE).write_text(claim)
+            assert not claim_run(run)
+            release_run(run)
+            assert (run / CLAIM_FILE).read_text() == claim
+        # the same pid started at another time is another process (pids are reused after a restart)
+        (run / CLAIM_FILE).write_text(f"{other.pid} {_start_time(other.pid) + 1}")
+        assert claim_run(run) and (run / CLAIM_FILE).read_text() == mine
         (run / CLAIM_FILE).write_text(str(other.pid))
-        assert not claim_run(run)
-        release_run(run)
-        assert (run / CLAIM_FILE).read_text() == str(other.pid)
     finally:
         other.kill()
         other.wait()
     # that worker is gone (killed, session ended): the run is taken over and can resume
     assert claim_run(run)
-    assert (run / CLAIM_FILE).read_text() == str(os.getpid())
+    assert (run / CLAIM_FILE).read_text() == mine
 
 
 def test_table4_study_shares_claim_a_runs():
