@@ -91,14 +91,17 @@ class LatestSlot:
 class StageThreads:
     """An engine's stage threads and the flag they run under (``running``): started once, stopped together."""
 
-    def __init__(self, prefix: str):
-        self.prefix = prefix
+    def __init__(self, prefix: str, join_timeout_s: float = 5.0):
+        self.prefix, self.join_timeout_s = prefix, join_timeout_s
         self.running = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self, workers: list[tuple[str, Callable[[], None]]]) -> None:
-        if self._threads:
+        if self.running.is_set():
             return
+        for thread in self._threads:   # outlived the last stop (a long stage call, e.g. a compile): they leave
+            thread.join()              # their loops first, or they would run beside the new threads
+        self._threads.clear()
         self.running.set()
         for name, target in workers:
             thread = threading.Thread(target=target, name=f"{self.prefix}-{name}", daemon=True)
@@ -109,8 +112,8 @@ class StageThreads:
         """Clear the flag and wait (a few seconds at most each) for the threads to leave their loops."""
         self.running.clear()
         for thread in self._threads:
-            thread.join(timeout=5.0)
-        self._threads.clear()
+            thread.join(timeout=self.join_timeout_s)
+        self._threads = [t for t in self._threads if t.is_alive()]   # still in a stage call: start() waits
 
 
 class Engine:

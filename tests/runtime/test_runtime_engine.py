@@ -357,6 +357,28 @@ def test_a_frame_whose_consumer_closed_its_outputs_is_counted_as_dropped_not_pub
     assert (stats.frames_in, stats.frames_out, stats.frames_dropped, sum(stats.failed.values())) == (3, 0, 3, 0)
 
 
+def test_stage_threads_that_outlive_a_stop_are_waited_for_before_a_restart():
+    """A stage call longer than stop's wait (a compile on a new input size) must not leave its thread running
+    beside the threads of the next start (a node re-activated)."""
+    from ros_amf.runtime.pipeline import StageThreads
+
+    threads = StageThreads("straggler", join_timeout_s=0.05)
+    release = threading.Event()
+
+    def worker():
+        while threads.running.is_set():
+            release.wait(10)                  # one long stage call
+    threads.start([("w", worker)])
+    time.sleep(0.05)
+    threads.stop()                            # returns while the call goes on
+    assert [t.name for t in threading.enumerate()].count("straggler-w") == 1
+    threading.Timer(0.3, release.set).start()
+    threads.start([("w", worker)])            # waits for the old thread to leave first
+    assert [t.name for t in threading.enumerate()].count("straggler-w") == 1
+    threads.stop()
+    assert "straggler-w" not in [t.name for t in threading.enumerate()]
+
+
 @pytest.mark.parametrize("device_path", [False, True])
 def test_each_model_gets_the_pixel_normalisation_its_weights_expect(device_path):
     """ImageNet mean/std for the instance model, [-1, 1] for a semantic model on EfficientNet-Lite-style weights:
