@@ -32,7 +32,7 @@ from ros_amf.contract.input_size import plan_geometry
 from ros_amf.runtime.backends import backend_version, make_runner
 from ros_amf.runtime.backends_export import (INPUT_NAME, MAX_ABS_DIFF, OUTPUT_NAMES, export_onnx,
                                              largest_difference, sample_input, torch_reference, weights_digest)
-from ros_amf.runtime.loading import LoadedModel, joint_model, load_model, read_model_config
+from ros_amf.runtime.loading import LoadedModel, joint_model, load_model, pixels_of, read_model_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
     print(f"exported the {kind} graph ({', '.join(m.name for m in models.values())}) for camera "
           f"{camera_hw[0]}x{camera_hw[1]} at input {size.short_side}/{size.max_long_side}: {INPUT_NAME} "
           f"[1,3,{hw[0]},{hw[1]}] -> {', '.join(OUTPUT_NAMES[kind])} in {time.perf_counter() - start:.1f} s: {args.out}")
-    sample = sample_input(camera_hw, size)
+    sample = sample_input(camera_hw, size, pixels=pixels_of(module))
     reference = torch_reference(module, kind, sample)
     checks, failed = {}, False
     for backend in ("onnxruntime", "openvino"):

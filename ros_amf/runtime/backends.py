@@ -249,7 +249,7 @@ class BackendForward(nn.Module):
 
         def build_backend(tmp: Path) -> dict:
             loaded = _prepare_backend(self.backend, onnx_path, tmp, hw, pixels_of(self.torch_module))
-            sample = sample_input(hw)
+            sample = sample_input(hw, pixels=pixels_of(self.torch_module))   # the range the graph will see
             reference = torch_reference(self.torch_module, self.kind, sample)
             outputs = RUNNERS[self.backend](loaded, torch.get_num_threads())(sample)
             what = f"the {self.backend} graph of the {self.label}"

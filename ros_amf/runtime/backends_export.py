@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ros_amf.contract.input_size import InputSize
+from ros_amf.contract.pixels import IMAGENET, PixelNormalisation
 from ros_amf.modeling.semantic.model import SemanticSegmentationModel
 from ros_amf.modeling.sparseinst.decoder import GroupIAMDecoder, upsample_masks
 from ros_amf.runtime.loading import JointModel
@@ -185,13 +186,16 @@ def export_onnx(module: nn.Module, kind: str, hw: tuple[int, int], path: str | P
     return path
 
 
-def sample_input(camera_hw: tuple[int, int], size: InputSize | None = None, seed: int = 0) -> np.ndarray:
-    """A real synthetic street frame of ``camera_hw``, pre-processed at ``size`` (default: no resize), as the
-    runtime would feed it: the input of the check that an exported graph reproduces torch."""
+def sample_input(camera_hw: tuple[int, int], size: InputSize | None = None, seed: int = 0,
+                 pixels: PixelNormalisation = IMAGENET) -> np.ndarray:
+    """A real synthetic street frame of ``camera_hw``, pre-processed at ``size`` (default: no resize) and
+    normalised as the model's weights expect (``pixels``), as the runtime would feed it: the input of the check
+    that an exported graph reproduces torch."""
     from ros_amf.data.synthetic.render import render_still
     height, width = camera_hw
     image = render_still(seed, 0, width=width, height=height).image
-    tensor, _ = preprocess_numpy(image, "rgb8", size or InputSize(max(32, min(camera_hw)), max(camera_hw)))
+    tensor, _ = preprocess_numpy(image, "rgb8", size or InputSize(max(32, min(camera_hw)), max(camera_hw)),
+                                 pixels=pixels)
     return tensor.numpy()
 
 

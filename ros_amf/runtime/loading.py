@@ -237,6 +237,9 @@ class JointModel(nn.Module):
     def __init__(self, instance: nn.Module, semantic: nn.Module, instance_backbone: str, semantic_backbone: str):
         super().__init__()
         self.backbone = getattr(instance, instance_backbone)
+        # one backbone pass, fed as the instance model's weights expect: pixels_of() (INT8 calibration, export
+        # checks) and the graph cache key read it
+        self.cfg = getattr(instance, "cfg", None)
         given = _GivenFeatures()
         self.instance_head = _with_child(instance, instance_backbone, given)
         self.semantic_head = _with_child(semantic, semantic_backbone, given)

@@ -57,3 +57,29 @@ def test_a_joint_head_called_on_its_own_says_how_to_call_it():
     engine = Engine(EngineConfig(joint=True), tiny_instance(seed=1), tiny_semantic(seed=2))
     with pytest.raises(RuntimeError, match="call the JointModel"):
         engine.stages.joint.semantic_head(torch.zeros(1, 3, 64, 96))
+
+
+def test_a_joint_graph_is_calibrated_and_checked_with_the_normalisation_its_weights_expect():
+    """EfficientNet-Lite weights expect [-1, 1] pixels: the joint model must say so (pixels_of), or INT8
+    calibration and the export checks run on ImageNet-normalised frames the engine never feeds; the graph cache
+    key (weights digest) changes with it, so an ImageNet-calibrated graph is not reused."""
+    from ros_amf.modeling.sparseinst.model import build_instance_model
+    from ros_amf.runtime.backends_export import sample_input, weights_digest
+    from ros_amf.runtime.loading import joint_model, pixels_of
+    from runtime_helpers import tiny_config
+
+    minus_one_to_one = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    instance = build_instance_model(tiny_config("instance", pixel_normalisation=minus_one_to_one)).eval()
+    semantic = tiny_semantic(pixel_normalisation=minus_one_to_one).module
+    joint, _ = joint_model(instance, semantic)
+    pixels = pixels_of(joint)
+    assert pixels.mean == (0.5, 0.5, 0.5) and pixels.std == (0.5, 0.5, 0.5)
+    frame = sample_input((64, 96), pixels=pixels)
+    assert frame.min() >= -1.0 - 1e-6 and frame.max() <= 1.0 + 1e-6 and frame.min() < -0.5
+    assert sample_input((64, 96)).max() > 1.5                        # the ImageNet range it used to get
+    import dataclasses
+
+    from ros_amf.contract.pixels import IMAGENET
+    digest = weights_digest(joint)
+    joint.cfg = dataclasses.replace(joint.cfg, pixel_normalisation=IMAGENET)   # the same weights, other pixels
+    assert weights_digest(joint) != digest
