@@ -32,7 +32,8 @@ from ros_amf.contract.input_size import plan_geometry
 from ros_amf.runtime.backends import backend_version, make_runner
 from ros_amf.runtime.backends_export import (INPUT_NAME, MAX_ABS_DIFF, OUTPUT_NAMES, export_onnx,
                                              largest_difference, sample_input, torch_reference, weights_digest)
-from ros_amf.runtime.loading import LoadedModel, joint_model, load_model, pixels_of, read_model_config
+from ros_amf.runtime.loading import (LoadedModel, joint_model, load_model, pixels_of, read_checkpoint,
+                                     read_model_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _task_of(checkpoint: Path | None, config: Path | None) -> str:
     if checkpoint is not None:
-        return load_checkpoint(checkpoint)["task"]
+        try:
+            return load_checkpoint(checkpoint)["task"]
+        except CheckpointError:   # a published SparseInst .pth (hustvl), which run and eval take as they are
+            return read_checkpoint(checkpoint, "instance")["task"]
     for task in ("instance", "semantic"):
         try:
             read_model_config(task, config)

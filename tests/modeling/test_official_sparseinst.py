@@ -73,6 +73,8 @@ def test_published_checkpoint_imports_and_matches_the_official_forward(tmp_path,
     assert config["input_size"] == {"short_side": 640, "max_long_side": 864}
     assert config["pixel_normalisation"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
 
+    from ros_amf.apps.export import _task_of
+    assert _task_of(pth, None) == "instance"                      # export onnx takes the .pth as run and eval do
     for loaded in (load_model("instance", tmp_path / "imported.yaml", tmp_path / "imported.pt"),
                    load_model("instance", None, pth)):            # the node given the .pth directly
         assert loaded.class_names == list(COCO_THING_NAMES)
