@@ -239,7 +239,12 @@ class BatchedEngine:
     # ----- pipelined use -----
     def start(self) -> None:
         self._stage_threads.start([("gather", self._run_gather), ("inference", self._run_inference),
-                                   ("postprocess", self._run_postprocess)])
+                                   ("postprocess", self._run_postprocess)], discard_stale=self._discard_stale)
+
+    def _discard_stale(self) -> None:
+        for queue in (self._q_infer, self._q_post):
+            while queue.get(timeout=0.0) is not None:
+                pass
 
     def _hand_over(self, queue: LatestSlot, batch: list) -> bool:
         while queue.put(batch, block=True) is batch:

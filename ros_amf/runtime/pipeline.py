@@ -96,12 +96,18 @@ class StageThreads:
         self.running = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def start(self, workers: list[tuple[str, Callable[[], None]]]) -> None:
+    def start(self, workers: list[tuple[str, Callable[[], None]]],
+              discard_stale: Callable[[], None] | None = None) -> None:
+        """``discard_stale`` empties the queues between stages when threads outlived the last stop: what they
+        handed on after it was already counted as dropped there, and must not be published now."""
         if self.running.is_set():
             return
+        stragglers = bool(self._threads)
         for thread in self._threads:   # outlived the last stop (a long stage call, e.g. a compile): they leave
             thread.join()              # their loops first, or they would run beside the new threads
         self._threads.clear()
+        if stragglers and discard_stale is not None:
+            discard_stale()
         self.running.set()
         for name, target in workers:
             thread = threading.Thread(target=target, name=f"{self.prefix}-{name}", daemon=True)
@@ -193,7 +199,13 @@ class Engine:
     def start(self) -> None:
         workers = [("preprocess", self._run_preprocess), ("postprocess", self._run_postprocess)]
         workers += [(f"inference{i}", self._run_inference) for i in range(self.inference_workers)]
-        self._stage_threads.start(workers)
+        self._stage_threads.start(workers, discard_stale=self._discard_stale)
+
+    def _discard_stale(self) -> None:
+        self._q_infer = LatestSlot(self.config.stage_queue)
+        with self._reorder:
+            self._done.clear()
+            self._next_ticket = self._tickets_taken
 
     def submit(self, image: np.ndarray, encoding: str, tag: Any = None, keep_image: bool = False) -> int:
         """Hand a frame to the pipeline (never blocks); returns its sequence number."""

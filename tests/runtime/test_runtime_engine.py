@@ -373,8 +373,10 @@ def test_stage_threads_that_outlive_a_stop_are_waited_for_before_a_restart():
     threads.stop()                            # returns while the call goes on
     assert [t.name for t in threading.enumerate()].count("straggler-w") == 1
     threading.Timer(0.3, release.set).start()
-    threads.start([("w", worker)])            # waits for the old thread to leave first
+    discarded = []
+    threads.start([("w", worker)], discard_stale=lambda: discarded.append(True))   # waits for the old thread
     assert [t.name for t in threading.enumerate()].count("straggler-w") == 1
+    assert discarded == [True]                # and what it handed on after the stop is dropped, not published
     threads.stop()
     assert "straggler-w" not in [t.name for t in threading.enumerate()]
 
