@@ -34,10 +34,10 @@ from pathlib import Path
 import yaml
 
 from ros_amf.contract.input_size import InputSize
-from ros_amf.training.study import (DATA_FILE, RECIPE_FILE, StudyError, StudySpec, aggregate, check_data_roots,
-                                    checkpoints_to_score, claim_run, load_study_spec, markdown_table, release_run,
-                                    run_data, run_recipe, run_state, score_checkpoint, score_prior_corrected,
-                                    with_budget)
+from ros_amf.training.study import (DATA_FILE, RECIPE_FILE, StudyError, StudySpec, aggregate,
+                                    check_calibration_split, check_data_roots, checkpoints_to_score, claim_run,
+                                    load_study_spec, markdown_table, release_run, run_data, run_recipe, run_state,
+                                    score_checkpoint, score_prior_corrected, with_budget)
 
 
 def size_hw(text: str) -> tuple[int, int]:
@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         check_data_roots(spec)
         if args.prior_correction and spec.task != "semantic":
             raise StudyError(f"--prior-correction applies to semantic studies; {args.spec} is an {spec.task} study.")
+        if args.prior_correction:
+            check_calibration_split(spec, args.prior_correction)   # before hours of training, not after
         out = args.out or Path("runs") / "study" / args.spec.stem
         # every recipe first: a bad arm config is reported before hours of training
         plan = [(seed, arm, out / arm.name / f"seed{seed}", run_recipe(spec, arm, seed))

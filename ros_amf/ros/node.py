@@ -99,10 +99,10 @@ class PerceptionNode(LifecycleNode):
             spec = self.specs.get(change.name)
             if spec is None or change.value == self.params.get(change.name):
                 continue   # not ours (qos_overrides.*, use_sim_time) or unchanged
+            if change.name in QOS_BASES and self._topics_opened:   # first: cleaning up would not help
+                return SetParametersResult(successful=False, reason=qos_refusal(change.name))
             if not spec.live and self._configured:
                 return SetParametersResult(successful=False, reason=static_refusal(change.name))
-            if change.name in QOS_BASES and self._topics_opened:
-                return SetParametersResult(successful=False, reason=qos_refusal(change.name))
             if spec.live and (problem := value_problem(change.name, change.value, names)):
                 return SetParametersResult(successful=False, reason=problem)
         for change in changes:

@@ -242,9 +242,10 @@ class BatchedEngine:
                                    ("postprocess", self._run_postprocess)], discard_stale=self._discard_stale)
 
     def _discard_stale(self) -> None:
-        for queue in (self._q_infer, self._q_post):
-            while queue.get(timeout=0.0) is not None:
-                pass
+        for queue in (self._q_infer, self._q_post):   # stop() never saw these frames: count them here
+            while (batch := queue.get(timeout=0.0)) is not None:
+                for camera, _ in batch:
+                    self.stats[camera].dropped()
 
     def _hand_over(self, queue: LatestSlot, batch: list) -> bool:
         while queue.put(batch, block=True) is batch:

@@ -150,8 +150,8 @@ class InFlight:
             self._count += frames
 
     def done(self, frames: int = 1) -> None:
-        with self._changed:
-            self._count -= frames
+        with self._changed:   # never below zero: a thread that outlived clear() may still finish its frame
+            self._count = max(0, self._count - frames)
             self._changed.notify_all()
 
     def clear(self) -> int:

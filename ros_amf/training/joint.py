@@ -21,14 +21,13 @@ from torch import nn
 
 from ros_amf.contract.checkpoint import load_checkpoint, load_state_into, save_checkpoint, sha256_of
 from ros_amf.contract.config import to_dict
-from ros_amf.contract.pixels import PixelNormalisation
 from ros_amf.evaluation.instance import evaluate_model
 from ros_amf.evaluation.semantic import evaluate
 from ros_amf.modeling.joint import JointModelConfig, SharedBackboneModel, build_joint_model
 from ros_amf.modeling.semantic.loss import SemanticLoss
 from ros_amf.modeling.semantic.model import clear_logit_biases
 from ros_amf.modeling.sparseinst.loss import SparseInstLoss
-from ros_amf.training.fit import LossFn
+from ros_amf.training.fit import LossFn, stored_pixels
 from ros_amf.training.semantic import class_weights_from
 
 
@@ -53,9 +52,8 @@ class JointTask:
         self.init_parts = init_parts
         if init_parts is not None:
             # trained weights replace the ImageNet start, and their pixel normalisation is the one to keep
-            stored = load_checkpoint(init_parts[0], task="instance")["model_config"].get("pixel_normalisation")
-            pixels = (PixelNormalisation(tuple(stored["mean"]), tuple(stored["std"])) if stored
-                      else self.model_config.pixel_normalisation)
+            pixels = (stored_pixels(load_checkpoint(init_parts[0], task="instance"))
+                      or self.model_config.pixel_normalisation)
             self.model_config = dataclasses.replace(self.model_config, backbone_weights=None,
                                                     pixel_normalisation=pixels)
         self.train_set, self.val, self.val_set = train_set, val, val_set

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -206,8 +207,8 @@ def run_state(run_dir: Path, recipe: dict[str, Any], data: dict[str, Any] | None
     budgets or data in one table."""
     written_data = run_dir / DATA_FILE
     if data is not None and written_data.is_file() and yaml.safe_load(written_data.read_text()) != data:
-        raise StudyError(f"'{run_dir}' was trained on other data ({yaml.safe_load(written_data.read_text())}); "
-                         "give the study another --out folder or delete that run.")
+        raise StudyError(f"'{run_dir}' was trained on {yaml.safe_load(written_data.read_text())}, but this study "
+                         f"trains on {data}; give the study another --out folder or delete that run.")
     written = run_dir / RECIPE_FILE
     if written.is_file():
         previous = yaml.safe_load(written.read_text())
@@ -234,20 +235,25 @@ def claim_run(run_dir: Path) -> bool:
     A claim whose process is gone (killed, session ended) is taken over, so an interrupted run resumes."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CLAIM_FILE
+    started = _start_time(os.getpid())
+    claim = f"{os.getpid()}" + ("" if started is None else f" {started}")
     for _ in range(2):   # the second try follows removing a dead worker's claim
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)   # atomic: one of two racing workers wins
         except FileExistsError:
-            holder, started = _claim_holder(path)
+            holder, holder_started = _claim_holder(path)
             if holder == os.getpid():
                 return True
-            if holder and _alive(holder) and started in (None, _start_time(holder)):
+            if holder and _alive(holder) and holder_started in (None, _start_time(holder)):
+                return False
+            if not holder and _age_s(path) < 10.0:   # being written by a worker that just won the race
                 return False
             path.unlink(missing_ok=True)   # its worker is gone, or the pid now belongs to another process
             continue
-        with os.fdopen(fd, "w") as handle:
-            started = _start_time(os.getpid())
-            handle.write(f"{os.getpid()}" + ("" if started is None else f" {started}"))
+        try:
+            os.write(fd, claim.encode())   # at once: a racing worker must not find it empty
+        finally:
+            os.close(fd)
         return True
     return False
 
@@ -267,6 +273,13 @@ def _claim_holder(path: Path) -> tuple[int, int | None]:
         return int(fields[0]), (int(fields[1]) if len(fields) > 1 else None)
     except (OSError, ValueError, IndexError):
         return 0, None
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
 
 
 def _start_time(pid: int) -> int | None:
@@ -349,6 +362,17 @@ def _score_semantic_model(spec: StudySpec, model, payload: dict, checkpoint: Pat
             "seconds_per_image": summary["seconds_per_image"]}
 
 
+def check_calibration_split(spec: StudySpec, calibration_split: str) -> None:
+    """One sentence, before anything trains, for a calibration split that is the test split or is not there."""
+    if (Path(spec.train_data).resolve(), calibration_split) == (Path(spec.test_data).resolve(), spec.test_split):
+        raise StudyError(f"split '{calibration_split}' of {spec.train_data} is the study's test split; choose alpha "
+                         "on a validation split of the training data, never on the test split.")
+    try:
+        _semantic_split(spec, spec.train_data, calibration_split)
+    except (OSError, ValueError) as exc:
+        raise StudyError(f"--prior-correction {calibration_split}: {exc}") from None
+
+
 def score_prior_corrected(spec: StudySpec, checkpoint: Path, calibration_split: str, limit: int,
                           device: str = "cpu") -> dict[str, Any]:
     """A semantic checkpoint scored on the test split with its class-prior correction, the alpha chosen by
@@ -362,9 +386,7 @@ def score_prior_corrected(spec: StudySpec, checkpoint: Path, calibration_split: 
 
     if spec.task != "semantic":
         raise StudyError("the class-prior correction applies to semantic studies only.")
-    if (Path(spec.train_data).resolve(), calibration_split) == (Path(spec.test_data).resolve(), spec.test_split):
-        raise StudyError(f"split '{calibration_split}' of {spec.train_data} is the study's test split; choose alpha "
-                         "on a validation split of the training data, never on the test split.")
+    check_calibration_split(spec, calibration_split)
     try:
         model, payload = load_semantic_model(checkpoint)
     except (CheckpointError, ConfigError) as exc:

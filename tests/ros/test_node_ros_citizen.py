@@ -270,6 +270,8 @@ def test_lifecycle_transitions_over_rclpy(world):
                       and w.probe.count_publishers(f"{w.ns}/labels") == 0, 10)
     assert transition(Transition.TRANSITION_ACTIVATE)        # and back: same models, new topics
     assert w.send(2, "labels")
+    active_refusal = w.set_params(output_qos="sensor_data")[0]  # not "clean up and set it": that would not help
+    assert not active_refusal.successful and "restart the node with the new value" in active_refusal.reason
     assert transition(Transition.TRANSITION_DEACTIVATE) and transition(Transition.TRANSITION_CLEANUP)
     assert state() == State.PRIMARY_STATE_UNCONFIGURED and w.node.engine is None and w.node.models == {}
     # rclpy fixed the topics' QoS when they were first opened: a new base profile would be ignored, so refused

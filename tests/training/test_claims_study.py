@@ -122,7 +122,7 @@ def test_run_states_and_the_curve_checkpoints(tmp_path):
     assert run_state(run, recipe, data) == "done"          # recorded nothing (an older run): taken as it is
     (run / DATA_FILE).write_text(yaml.safe_dump(data))
     assert run_state(run, recipe, data) == "done"
-    with pytest.raises(StudyError, match="was trained on other data"):
+    with pytest.raises(StudyError, match="but this study trains on"):
         run_state(run, recipe, {**data, "train_split": "val"})
     with pytest.raises(StudyError, match="snapshot_000010.pt' is missing"):
         checkpoints_to_score(run, 30, 10)
@@ -165,6 +165,11 @@ def test_a_run_is_claimed_by_one_live_worker_and_a_dead_workers_claim_is_taken_o
     # that worker is gone (killed, session ended): the run is taken over and can resume
     assert claim_run(run)
     assert (run / CLAIM_FILE).read_text() == mine
+    # an empty claim is a worker that just won the race and is writing it: held, unless it is old
+    (run / CLAIM_FILE).write_text("")
+    assert not claim_run(run)
+    os.utime(run / CLAIM_FILE, (0, 0))
+    assert claim_run(run) and (run / CLAIM_FILE).read_text() == mine
 
 
 def test_table4_study_shares_claim_a_runs():
