@@ -20,7 +20,7 @@ import torch
 
 from ros_amf.apps.common import add_input_size_flags, add_semantic_data_flags, input_size_from, open_semantic_data
 from ros_amf.contract.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sha256_of
-from ros_amf.evaluation.prior import DEFAULT_ALPHAS, best_alpha, prior_bias, score_alphas
+from ros_amf.evaluation.prior import DEFAULT_ALPHAS, best_alpha, prior_bias, recorded_class_weights, score_alphas
 from ros_amf.evaluation.semantic import SMALL_CLASS_IDS, load_semantic_model, small_ids_of
 
 
@@ -55,16 +55,10 @@ def main(argv: list[str]) -> int:
     except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    weights = (payload.get("meta") or {}).get("class_weights")
-    if weights is None or len(weights) != model.cfg.num_classes:
-        print(f"error: {args.checkpoint} records no training class weights for its {model.cfg.num_classes} "
-              "classes (meta.class_weights); only checkpoints trained by ros-amf train semantic / joint "
-              "with the class-weighted loss can be calibrated.", file=sys.stderr)
-        return 2
     try:
-        prior_bias(weights, 1.0)
+        weights = recorded_class_weights(payload, model.cfg.num_classes, args.checkpoint)
     except ValueError as exc:
-        print(f"error: {args.checkpoint}: meta.class_weights: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if len(dataset.class_names) != model.cfg.num_classes:
         print(f"error: {args.checkpoint} predicts {model.cfg.num_classes} classes but the data has "

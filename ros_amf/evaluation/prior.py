@@ -33,6 +33,21 @@ def prior_bias(class_weights, alpha: float) -> np.ndarray:
     return -alpha * log_w
 
 
+def recorded_class_weights(payload: dict, num_classes: int, checkpoint) -> list[float]:
+    """The training class weights a checkpoint records (meta.class_weights), or one sentence why it has none
+    usable: only a model trained with the class-weighted loss has a class prior to correct."""
+    weights = (payload.get("meta") or {}).get("class_weights")
+    if weights is None or len(weights) != num_classes:
+        raise ValueError(f"{checkpoint} records no training class weights for its {num_classes} classes "
+                         "(meta.class_weights); only checkpoints trained by ros-amf train semantic / joint with "
+                         "the class-weighted loss can be calibrated.")
+    try:
+        prior_bias(weights, 1.0)
+    except ValueError as exc:
+        raise ValueError(f"{checkpoint}: meta.class_weights: {exc}") from None
+    return list(weights)
+
+
 @torch.no_grad()
 def score_alphas(model: torch.nn.Module, dataset, size: InputSize, class_weights, alphas, small_ids,
                  limit: int = 0, progress=None, device: str | torch.device = "cpu") -> list[dict]:

@@ -381,7 +381,7 @@ def score_prior_corrected(spec: StudySpec, checkpoint: Path, calibration_split: 
     import torch
 
     from ros_amf.contract.checkpoint import CheckpointError
-    from ros_amf.evaluation.prior import DEFAULT_ALPHAS, best_alpha, prior_bias, score_alphas
+    from ros_amf.evaluation.prior import DEFAULT_ALPHAS, best_alpha, prior_bias, recorded_class_weights, score_alphas
     from ros_amf.evaluation.semantic import load_semantic_model, small_ids_of
 
     if spec.task != "semantic":
@@ -391,10 +391,10 @@ def score_prior_corrected(spec: StudySpec, checkpoint: Path, calibration_split: 
         model, payload = load_semantic_model(checkpoint)
     except (CheckpointError, ConfigError) as exc:
         raise StudyError(str(exc)) from None
-    weights = (payload.get("meta") or {}).get("class_weights")
-    if weights is None or len(weights) != model.cfg.num_classes:
-        raise StudyError(f"{checkpoint} records no training class weights (meta.class_weights), so it has no "
-                         "class prior to correct; train it with ros-amf train semantic.")
+    try:
+        weights = recorded_class_weights(payload, model.cfg.num_classes, checkpoint)
+    except ValueError as exc:
+        raise StudyError(str(exc)) from None
     calibration = _semantic_split(spec, spec.train_data, calibration_split)
     model = model.to(device)
     size = spec.eval_input or model.cfg.input_size

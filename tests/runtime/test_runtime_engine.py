@@ -259,18 +259,23 @@ def test_overlay_colours_instances_and_outlines_them():
     assert out[3, 3].tolist() == [100, 50, 25] and out[8, 8].tolist() == [0, 0, 0]
 
 
+def _run_frames(engine, frames: int) -> None:
+    """Start ``engine``, submit ``frames`` frames tagged 0..frames-1, wait until all are settled, stop."""
+    engine.start()
+    try:
+        for i in range(frames):
+            engine.submit(_image(), "rgb8", tag=i)
+        assert engine.wait_idle(30)
+    finally:
+        engine.stop()
+
+
 def test_lossless_mode_processes_every_frame_without_drops():
     slow = ScriptedInstanceModel(boxes=[(8, 8, 40, 32)], classes=[0], scores=[0.9], delay_s=0.02)
     got = []
     engine = Engine(EngineConfig(input_sizes=SIZES, lossless=True, inference_workers=2),
                     instance=scripted("instance", slow), on_result=got.append)
-    engine.start()
-    try:
-        for i in range(12):
-            engine.submit(_image(), "rgb8", tag=i)
-        assert engine.wait_idle(30)
-    finally:
-        engine.stop()
+    _run_frames(engine, 12)
     assert [r.tag for r in got] == list(range(12)) and engine.stats.frames_dropped == 0
 
 
@@ -286,13 +291,7 @@ def test_a_failing_inference_worker_frame_is_counted_and_order_is_kept():
     got = []
     engine = Engine(EngineConfig(input_sizes=SIZES, lossless=True, inference_workers=2),
                     instance=scripted("instance", FailsOnce([(8, 8, 40, 32)], [0], [0.9])), on_result=got.append)
-    engine.start()
-    try:
-        for i in range(6):
-            engine.submit(_image(), "rgb8", tag=i)
-        assert engine.wait_idle(30)
-    finally:
-        engine.stop()
+    _run_frames(engine, 6)
     tags = [r.tag for r in got]
     assert len(tags) == 5 and tags == sorted(tags) and engine.stats.failed["inference_error"] == 1
 
@@ -346,13 +345,7 @@ def test_a_frame_whose_consumer_closed_its_outputs_is_counted_as_dropped_not_pub
     engine = Engine(EngineConfig(input_sizes=SIZES, lossless=True, inference_workers=1),
                     instance=scripted("instance", ScriptedInstanceModel([(8, 8, 40, 32)], [0], [0.9])),
                     on_result=closed)
-    engine.start()
-    try:
-        for i in range(3):
-            engine.submit(_image(), "rgb8", tag=i)
-        assert engine.wait_idle(30)
-    finally:
-        engine.stop()
+    _run_frames(engine, 3)
     stats = engine.stats
     assert (stats.frames_in, stats.frames_out, stats.frames_dropped, sum(stats.failed.values())) == (3, 0, 3, 0)
 
