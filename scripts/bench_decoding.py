@@ -3,7 +3,7 @@
 
 One synthetic street frame (scaled to --width x --height) is encoded as a camera driver would publish it
 (tests/camera_encodings.py: Bayer mosaic, YUV 4:2:2, NV12/NV21, mono16, JPEG, PNG) and decoded with the
-node's own functions (ros_amf.ros.image_decoding), in this process, one encoding after another, with the
+node's own functions (ros_amf.contract.image_messages), in this process, one encoding after another, with the
 same thread layout (--threads for OpenCV and torch). Two columns: the decode alone (rgb8/bgr8/mono8 are
 zero-copy views, so that column is the floor), and decode + pre-processing to the shipped instance model's
 network input (384/512), which every frame pays whatever its encoding.
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from camera_encodings import compressed, encode
     from ros_amf.contract.input_size import InputSize
     from ros_amf.data.synthetic.render import render_still
-    from ros_amf.ros.image_decoding import compressed_to_pixels, image_to_pixels
+    from ros_amf.contract.image_messages import compressed_to_pixels, image_to_pixels
     from ros_amf.runtime.preprocess import preprocess_numpy
 
     cv2.setNumThreads(args.threads)

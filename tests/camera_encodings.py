@@ -1,6 +1,6 @@
 """Test-side camera encoders: an RGB frame -> the bytes a camera driver would publish in a given encoding.
 
-Written independently of ros_amf/ros/image_decoding.py: the Bayer mosaic samples the RGB planes by hand,
+Written independently of ros_amf/contract/image_messages.py: the Bayer mosaic samples the RGB planes by hand,
 YUV 4:2:2 uses OpenCV's forward RGB->UYVY/YUYV, NV12/NV21 interleave the chroma planes of OpenCV's I420,
 mono16 spreads 8-bit grey over 16 bits (v * 257, so full white is 65535).
 """

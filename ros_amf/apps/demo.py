@@ -77,7 +77,7 @@ def run_demo(args) -> dict:
     from ros_amf.replay.harness import ros_value
     from ros_amf.replay.schedule import ReplayPlan
     from ros_amf.ros import topics
-    from ros_amf.ros.conversions import image_to_array
+    from ros_amf.contract.image_messages import image_to_array
     from ros_amf.ros.kinds import KINDS
 
     bag = Path(args.bag) if args.bag else ensure_bag(Path(args.data), args.frames)

@@ -1,9 +1,11 @@
 """Read camera images from recorded bags with ``rosbags`` (no ROS install, no rclpy).
 
 Opens ROS 2 bags (sqlite3 or mcap storage, a bag directory or a bare ``.mcap`` file) and
-ROS 1 ``.bag`` files. Image topics may carry ``sensor_msgs/Image`` in one of the encodings the
-nodes accept (rgb8, bgr8, rgba8, bgra8, mono8) or ``sensor_msgs/CompressedImage`` (JPEG/PNG,
-decoded with OpenCV). Every problem a user can cause is a specific ``BagError`` subclass whose
+ROS 1 ``.bag`` files. Image topics may carry ``sensor_msgs/Image`` in any encoding the nodes
+accept or ``sensor_msgs/CompressedImage`` (JPEG/PNG). The plain encodings (rgb8, bgr8, rgba8, bgra8,
+mono8) are kept as stored; the others (bayer, yuv422, nv12/nv21, mono16) and compressed frames are
+decoded here exactly as the node decodes them (``contract.image_messages``: a damaged JPEG is refused,
+never half-decoded), so a replay publishes plain frames and their decoding is not part of its timing. Every problem a user can cause is a specific ``BagError`` subclass whose
 message names the file and says what to do; a truncated or corrupt bag reports how many
 messages were read before the damage.
 
@@ -26,6 +28,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from ros_amf.bags.damage import DamageReport
 from ros_amf.bags.salvage import DamagedBag, RawMessage, SalvageError, metadata_counts, open_damaged
+from ros_amf.contract.image_messages import BadImage, compressed_to_pixels, image_to_pixels
 from ros_amf.contract.pixels import ENCODINGS, to_rgb
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -35,6 +38,8 @@ DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 # sensor_msgs/Image and CompressedImage have not changed across ROS 2 releases: the newest stock
 # definitions decode a salvaged message whose bag's own definitions were not readable
 _STOCK_TYPES = get_typestore(Stores.LATEST)
+# the node's max_image_pixels guards a live camera's memory; a bag's frames are read whatever their size
+_NO_PIXEL_LIMIT = 1 << 62
 
 
 class BagError(Exception):
@@ -54,7 +59,7 @@ class UnsupportedMessageTypeError(BagError):
 
 
 class UnsupportedEncodingError(BagError):
-    """An image uses an encoding the nodes cannot consume (e.g. mono16, bayer)."""
+    """An image uses an encoding the nodes cannot consume (e.g. 32FC1 depth, rgb16)."""
 
 
 class CorruptBagError(BagError):
@@ -330,10 +335,11 @@ class BagReader:
             return BagImage(index, log_time_ns, stamp_to_ns(header.stamp), header.frame_id, encoding, height, width,
                             pixels.strides[0], pixels.reshape(-1))
         encoding = message.encoding.lower()
-        if encoding not in ENCODINGS:
-            raise UnsupportedEncodingError(
-                f"frame {index} of topic '{info.name}' in bag '{self.path}' has encoding '{message.encoding}'; "
-                f"the nodes accept {', '.join(ENCODINGS)}. Convert the topic to one of these.")
+        if encoding not in ENCODINGS:   # bayer, yuv, nv12/21, mono16: converted as the node would
+            encoding, pixels = self._decoded(image_to_pixels, message, index, info)
+            pixels = np.ascontiguousarray(pixels)
+            return BagImage(index, log_time_ns, stamp_to_ns(header.stamp), header.frame_id, encoding,
+                            pixels.shape[0], pixels.shape[1], pixels.strides[0], pixels.reshape(-1))
         data = np.asarray(message.data, dtype=np.uint8).reshape(-1)
         if data.size < message.step * message.height or message.step < message.width * ENCODINGS[encoding][0]:
             raise CorruptBagError(
@@ -345,22 +351,23 @@ class BagReader:
                         int(message.height), int(message.width), int(message.step), data[: message.step * message.height])
 
     def _decode_compressed(self, message, index: int, info: TopicInfo) -> tuple[str, np.ndarray]:
-        import cv2
-
-        buffer = np.asarray(message.data, dtype=np.uint8)
-        pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
-        if pixels is None:
-            raise CorruptBagError(
-                f"frame {index} of topic '{info.name}' in bag '{self.path}' (CompressedImage, format "
-                f"'{message.format}') could not be decoded by OpenCV; read {index} of {info.message_count} "
-                f"messages before it.", messages_read=index, messages_expected=info.message_count)
-        if pixels.dtype != np.uint8:
-            raise UnsupportedEncodingError(
-                f"frame {index} of topic '{info.name}' in bag '{self.path}' decodes to {pixels.dtype} pixels "
-                f"(format '{message.format}'); the nodes accept 8-bit images only.")
-        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-        encoding = {1: "mono8", 3: "bgr8", 4: "bgra8"}[channels]  # OpenCV decodes colour as BGR(A)
+        encoding, pixels = self._decoded(compressed_to_pixels, message, index, info)
         return encoding, np.ascontiguousarray(pixels)
+
+    def _decoded(self, decode, message, index: int, info: TopicInfo) -> tuple[str, np.ndarray]:
+        """The node's own decoding (``contract.image_messages``), so a replay sees what a live camera would;
+        its refusals become this reader's errors: an encoding the nodes cannot take stops the topic, a damaged
+        frame is corrupt (skipped and counted with ``skip_damaged``)."""
+        try:
+            pixels, encoding = decode(message, _NO_PIXEL_LIMIT)
+        except BadImage as err:
+            where = f"frame {index} of topic '{info.name}' in bag '{self.path}'"
+            if err.reason == "unsupported_encoding":
+                raise UnsupportedEncodingError(f"{where}: {err}") from err
+            raise CorruptBagError(f"{where} is invalid: {str(err).rstrip('.')}; read {index} of "
+                                  f"{info.message_count} messages before it.",
+                                  messages_read=index, messages_expected=info.message_count) from err
+        return encoding, pixels
 
 
 def list_topics(path: str | Path) -> list[TopicInfo]:

@@ -30,7 +30,7 @@ ENCODINGS: dict[str, tuple[int, tuple[int, int, int]]] = {
 
 
 class PackedEncoding(NamedTuple):
-    """Layout of an encoding that is converted to one of ENCODINGS before the network (ros/image_decoding)."""
+    """Layout of an encoding that is converted to one of ENCODINGS before the network (contract/image_messages)."""
     bytes_per_pixel: int     # bytes of one pixel in a row of the buffer
     chroma_plane: bool       # a half-height interleaved UV plane follows the Y rows (nv12/nv21)
     even_width: bool         # pixels come in pairs along a row (2x2 bayer cells, 4:2:2 and 4:2:0 chroma)

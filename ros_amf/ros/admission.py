@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ros_amf.ros.conversions import BadImage
+from ros_amf.contract.image_messages import BadImage
 from ros_amf.ros.diagnostics import NodeCounters
 from ros_amf.runtime.stats import PipelineCounters
 

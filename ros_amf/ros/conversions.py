@@ -1,8 +1,8 @@
-"""sensor_msgs/Image <-> numpy, and engine results -> ROS messages, without per-pixel Python.
+"""numpy and engine results -> ROS messages, without per-pixel Python.
 
-Incoming images are wrapped with ``np.frombuffer`` (zero-copy; a row-padded ``step`` becomes a strided
-view). Outgoing arrays are copied once into the message with ``array.frombytes`` — assigning a numpy
-array to ``msg.data`` element by element is the well-known slow path (rclpy#763).
+Outgoing arrays are copied once into the message with ``array.frombytes`` — assigning a numpy array to
+``msg.data`` element by element is the well-known slow path (rclpy#763). Incoming images become pixels in
+``contract.image_messages``, which the bag reader shares.
 """
 from __future__ import annotations
 
@@ -13,52 +13,6 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
 
 from ros_amf.runtime.outputs import InstanceOutput
-from ros_amf.runtime.preprocess import ENCODINGS
-
-DEFAULT_MAX_PIXELS = 4096 * 4096
-
-
-class BadImage(ValueError):
-    """An input image that cannot be used; ``reason`` is the counter key, the message says what to fix."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
-def checked_size(msg, max_pixels: int) -> tuple[int, int, int]:
-    """(height, width, step) of an image message, or BadImage for an empty or oversized one."""
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0:
-        raise BadImage("zero_size", f"image is {width}x{height} pixels; the camera published an empty image.")
-    if height * width > max_pixels:
-        raise BadImage("too_large", f"image is {width}x{height} = {height * width} pixels, above max_image_pixels="
-                                    f"{max_pixels}; lower the camera resolution or raise max_image_pixels.")
-    return height, width, step
-
-
-def image_to_array(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
-    """Image message -> (HxWxC or HxW uint8 view, encoding); raises BadImage with a counter reason."""
-    encoding = msg.encoding.lower()
-    if encoding not in ENCODINGS:
-        raise BadImage("unsupported_encoding", f"image encoding {msg.encoding!r} is not supported; publish one of "
-                                               f"{sorted(ENCODINGS)}.")
-    height, width, step = checked_size(msg, max_pixels)
-    channels = ENCODINGS[encoding][0]
-    row_bytes = width * channels
-    if step < row_bytes:
-        raise BadImage("bad_step", f"image step {step} is smaller than width*channels = {row_bytes} for "
-                                   f"{encoding}; the publisher fills 'step' wrongly.")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    # the last row need not carry its padding
-    if data.size < step * (height - 1) + row_bytes:
-        raise BadImage("truncated", f"image data has {data.size} bytes but {height} rows of step {step} need "
-                                    f"{step * height}; the message is truncated.")
-    rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
-    if channels == 1:
-        return rows, encoding
-    return rows.reshape(height, width, channels), encoding
-
 
 def _fill_data(msg: Image, array_2d: np.ndarray) -> None:
     buffer = array.array("B")

@@ -30,7 +30,7 @@ from ros_amf.ros.camera_info import CameraInfoCache
 from ros_amf.ros.camera_outputs import CameraOutputs
 from ros_amf.ros.diagnostics import NodeCounters, PipelineDiagnostics, stats_message
 from ros_amf.ros.engine_setup import engine_config, finish_engine, load_models
-from ros_amf.ros.image_decoding import compressed_to_pixels, image_to_pixels
+from ros_amf.contract.image_messages import compressed_to_pixels, image_to_pixels
 from ros_amf.ros.node import PerceptionNode, _spin
 from ros_amf.ros.params import is_compressed_transport
 from ros_amf.ros.qos import qos_from_name

@@ -30,7 +30,7 @@ from ros_amf.ros import topics
 from ros_amf.ros.admission import FrameAdmission
 from ros_amf.ros.camera_info import CameraInfoCache
 from ros_amf.ros.camera_outputs import CameraOutputs
-from ros_amf.ros.image_decoding import compressed_to_pixels, image_to_pixels
+from ros_amf.contract.image_messages import compressed_to_pixels, image_to_pixels
 from ros_amf.ros.diagnostics import NodeCounters, PipelineDiagnostics, stats_message
 from ros_amf.ros.live_params import QOS_BASES, apply_to_engine, qos_refusal, static_refusal, value_problem
 from ros_amf.ros.engine_setup import build_engine

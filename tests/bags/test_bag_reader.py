@@ -8,8 +8,12 @@ import struct
 import numpy as np
 import pytest
 
-from ros_amf.bags import (BagNotFoundError, BagReader, CorruptBagError, TopicNotFoundError, UnsupportedEncodingError,
-                          UnsupportedMessageTypeError, list_topics, read_images)
+from sensor_msgs.msg import Image
+
+from camera_encodings import CONVERTED, NV, compressed, encode, grey
+from ros_amf.bags import (BagNotFoundError, BagReader, BagWriter, CorruptBagError, TopicNotFoundError,
+                          UnsupportedEncodingError, UnsupportedMessageTypeError, list_topics, read_images)
+from ros_amf.contract.image_messages import image_to_pixels
 from rosbags_writer import frame_pixels, write_image_bag
 
 STORAGES = ["sqlite3", "mcap"]
@@ -99,10 +103,78 @@ def test_non_image_topic_is_an_unsupported_type(tmp_path):
         list(reader.images("/chatter"))
 
 
+def _write_messages(path, messages, storage="sqlite3"):
+    """A bag of the given rclpy camera messages (as a camera driver published them) on /camera/image_raw."""
+    with BagWriter(path, storage) as bag:
+        for i, msg in enumerate(messages):
+            stamp = 100_000_000_000 + i * 33_000_000
+            header = bag.types["std_msgs/msg/Header"](
+                stamp=bag.types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9),
+                frame_id="camera")
+            data = np.frombuffer(bytes(msg.data), np.uint8)
+            if hasattr(msg, "encoding"):
+                message = bag.types["sensor_msgs/msg/Image"](
+                    header=header, height=msg.height, width=msg.width, encoding=msg.encoding,
+                    is_bigendian=msg.is_bigendian, step=msg.step, data=data)
+            else:
+                message = bag.types["sensor_msgs/msg/CompressedImage"](header=header, format=msg.format, data=data)
+            bag.write("/camera/image_raw", message, stamp)
+    return path
+
+
+def _smooth_rgb(height=32, width=48):
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 5, y * 7, (x + y) * 3], axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("encoding", CONVERTED)
+def test_packed_encodings_are_decoded_as_the_node_decodes_them(tmp_path, encoding):
+    # bayer, YUV 4:2:2, NV12/NV21 and mono16 cameras: the replay plays what the live node would have seen
+    rgb = _smooth_rgb()
+    msg = encode(rgb, encoding, pad=8 if encoding not in NV else 0)
+    (frame,) = read_images(_write_messages(tmp_path / "bag", [msg]))
+    node_pixels, node_encoding = image_to_pixels(msg)
+    assert frame.encoding == node_encoding == ("mono8" if encoding == "mono16" else "rgb8")
+    assert (frame.height, frame.width) == (32, 48)
+    np.testing.assert_array_equal(frame.to_array(), node_pixels)
+    truth = grey(rgb)[..., None].repeat(3, axis=2) if encoding == "mono16" else rgb
+    error = np.abs(frame.to_rgb().astype(int) - truth.astype(int))[2:-2, 2:-2]   # demosaic borders differ
+    assert error.mean() < 3.0, f"{encoding}: mean error {error.mean():.2f} against the frame it encodes"
+
+
 def test_unsupported_encoding_names_the_accepted_ones(tmp_path):
     bag = write_image_bag(tmp_path / "bag", frames=1, encoding="mono16")
-    with pytest.raises(UnsupportedEncodingError, match="mono16.*rgb8"):
+    _write_messages(tmp_path / "rgb16", [Image(height=4, width=4, encoding="rgb16", step=24, data=bytes(96))])
+    with pytest.raises(UnsupportedEncodingError, match="rgb16.*rgb8.*bayer_bggr8"):
+        read_images(tmp_path / "rgb16")
+    depth = Image(height=4, width=4, encoding="32FC1", step=16, data=bytes(64))
+    with pytest.raises(UnsupportedEncodingError, match="depth image"):
+        read_images(_write_messages(tmp_path / "depth", [depth]))
+    assert read_images(bag)[0].encoding == "mono8"     # mono16 is read (high bytes), as the node reads it
+
+
+def test_odd_sized_bayer_frame_is_corrupt_and_skipped_with_a_count(tmp_path):
+    good = encode(_smooth_rgb(), "bayer_rggb8")
+    odd = Image(height=31, width=48, encoding="bayer_rggb8", step=48, data=bytes(31 * 48))
+    bag = _write_messages(tmp_path / "bag", [good, odd, good])
+    with pytest.raises(CorruptBagError, match="frame 1 .* is invalid: .*even width and height"):
         read_images(bag)
+    with BagReader(bag, skip_damaged=True) as reader:
+        assert [f.index for f in reader.images()] == [0, 2]
+        assert reader.damage.skipped == {"bad_image": 1}
+
+
+def test_truncated_jpeg_is_refused_not_half_decoded(tmp_path):
+    # OpenCV's imdecode returns a grey-filled frame for a JPEG cut short; the node refuses it, so must replay
+    whole = compressed(_smooth_rgb(64, 96), "jpeg")
+    cut = compressed(_smooth_rgb(64, 96), "jpeg")
+    cut.data = bytes(whole.data)[: len(whole.data) * 2 // 3]
+    bag = _write_messages(tmp_path / "bag", [whole, cut])
+    with pytest.raises(CorruptBagError, match="frame 1 .* is invalid: .*damaged or truncated"):
+        read_images(bag)
+    with BagReader(bag, skip_damaged=True) as reader:
+        assert [f.index for f in reader.images()] == [0]
+        assert reader.damage.skipped == {"bad_image": 1}
 
 
 def test_missing_bag_path_is_a_clear_error(tmp_path):

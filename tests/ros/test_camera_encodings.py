@@ -20,8 +20,7 @@ from camera_encodings import CONVERTED, compressed, encode, grey
 from ros_amf.contract.input_size import InputSize
 from ros_amf.contract.pixels import IMAGENET
 from ros_amf.data.synthetic.render import render_still
-from ros_amf.ros.conversions import BadImage
-from ros_amf.ros.image_decoding import compressed_size, compressed_to_pixels, image_to_pixels
+from ros_amf.contract.image_messages import BadImage, compressed_size, compressed_to_pixels, image_to_pixels
 from ros_amf.runtime.preprocess import preprocess_numpy
 
 pytestmark = pytest.mark.ros

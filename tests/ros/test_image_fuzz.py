@@ -16,7 +16,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from ros_amf.contract.pixels import ENCODINGS
-from ros_amf.ros.conversions import BadImage, image_to_array
+from ros_amf.contract.image_messages import BadImage, image_to_array
 from ros_amf.ros.node import PerceptionNode
 from runtime_helpers import tiny_instance, tiny_semantic
 

@@ -4,8 +4,8 @@ import pytest
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ros_amf.ros.conversions import (BadImage, array_to_image, image_to_array, instances_message,
-                                     label_info_message)
+from ros_amf.contract.image_messages import BadImage, image_to_array
+from ros_amf.ros.conversions import array_to_image, instances_message, label_info_message
 from ros_amf.runtime.outputs import InstanceOutput
 
 pytestmark = pytest.mark.ros

@@ -1,6 +1,8 @@
-"""Camera frames beyond the five plain encodings: packed raw encodings and sensor_msgs/CompressedImage.
+"""Camera image messages -> pixels: sensor_msgs/Image in any accepted encoding, and sensor_msgs/CompressedImage.
 
-The plain encodings (``contract.pixels.ENCODINGS``) stay zero-copy views (``conversions.image_to_array``).
+The messages are read by their fields only, so the node (rclpy messages) and the bag reader (rosbags
+messages) decode alike. The plain encodings (``contract.pixels.ENCODINGS``) stay zero-copy views
+(``image_to_array``; a row-padded ``step`` becomes a strided view).
 Bayer, YUV 4:2:2 and NV12/NV21 frames are converted to rgb8 with one OpenCV call on a view of the message
 buffer; mono16 becomes mono8 as a view of the high bytes (no copy, the 65535 -> 255 scaling of cv_bridge).
 CompressedImage frames (JPEG, PNG; the ``compressed`` image_transport) are size-checked from their
@@ -16,7 +18,51 @@ import numpy as np
 import simplejpeg
 
 from ros_amf.contract.pixels import DEPTH_ENCODINGS, ENCODINGS, PACKED_ENCODINGS
-from ros_amf.ros.conversions import DEFAULT_MAX_PIXELS, BadImage, checked_size, image_to_array
+
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+class BadImage(ValueError):
+    """An input image that cannot be used; ``reason`` is the counter key, the message says what to fix."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def checked_size(msg, max_pixels: int) -> tuple[int, int, int]:
+    """(height, width, step) of an image message, or BadImage for an empty or oversized one."""
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise BadImage("zero_size", f"image is {width}x{height} pixels; the camera published an empty image.")
+    if height * width > max_pixels:
+        raise BadImage("too_large", f"image is {width}x{height} = {height * width} pixels, above max_image_pixels="
+                                    f"{max_pixels}; lower the camera resolution or raise max_image_pixels.")
+    return height, width, step
+
+
+def image_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Image message -> (HxWxC or HxW uint8 view, encoding); raises BadImage with a counter reason."""
+    encoding = msg.encoding.lower()
+    if encoding not in ENCODINGS:
+        raise BadImage("unsupported_encoding", f"image encoding {msg.encoding!r} is not supported; publish one of "
+                                               f"{sorted(ENCODINGS)}.")
+    height, width, step = checked_size(msg, max_pixels)
+    channels = ENCODINGS[encoding][0]
+    row_bytes = width * channels
+    if step < row_bytes:
+        raise BadImage("bad_step", f"image step {step} is smaller than width*channels = {row_bytes} for "
+                                   f"{encoding}; the publisher fills 'step' wrongly.")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    # the last row need not carry its padding
+    if data.size < step * (height - 1) + row_bytes:
+        raise BadImage("truncated", f"image data has {data.size} bytes but {height} rows of step {step} need "
+                                    f"{step * height}; the message is truncated.")
+    rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
+    if channels == 1:
+        return rows, encoding
+    return rows.reshape(height, width, channels), encoding
+
 
 # ROS encoding -> OpenCV conversion to RGB. OpenCV 5 names Bayer patterns like ROS does (first row first).
 _TO_RGB = {
