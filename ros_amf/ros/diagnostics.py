@@ -54,11 +54,13 @@ class PipelineDiagnostics:
     def __init__(self, started: float | None = None):
         self.started = time.monotonic() if started is None else started
         self._last = (0, 0, 0, 0, 0)   # dropped, rejected, failed, camera_info misses, QoS events
+        self._last_qos: dict[str, int] = {}   # QoS events per topic, to name the topics with new ones
 
     def start_from(self, snap, node: NodeCounters, qos_events: dict[str, int]) -> "PipelineDiagnostics":
         """Count from now (an activation): the totals kept over a deactivation are not new in its first report."""
         self._last = (snap.frames_dropped, snap.frames_rejected, snap.frames_failed, node.values()[2],
                       sum(qos_events.values()))
+        self._last_qos = dict(qos_events)
         return self
 
     def status(self, name: str, hardware_id: str, snap, node: NodeCounters, qos_events: dict[str, int],
@@ -97,10 +99,11 @@ class PipelineDiagnostics:
                                 "the camera publishes none)")
         if new[4]:   # new ones only: one peer that once failed must not keep the node WARN for ever
             level = warn
-            topics = ", ".join(sorted(qos_events))
+            topics = ", ".join(sorted(t for t, n in qos_events.items() if n > self._last_qos.get(t, 0)))
             problems.append(f"{new[4]} peers could not connect since the last report, incompatible QoS on {topics} "
                             f"({qos_total} in all); set the qos_overrides.<topic>.* parameters or the peer's QoS so "
                             "that they match")
+        self._last_qos = dict(qos_events)
         min_hz = float(params["min_output_hz"])
         if min_hz > 0 and listening and snap.input_rate_hz > 0 and snap.output_rate_hz < min_hz:
             level = warn

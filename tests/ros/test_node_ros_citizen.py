@@ -324,3 +324,26 @@ def test_diagnostics_after_a_reactivation_report_only_what_is_new_and_a_qos_warn
     assert level == DiagnosticStatus.OK, message     # the old QoS event no longer keeps it WARN
     diagnostics.started = time.monotonic() - 10.0    # activated 10 s ago, still no image: now that is silence
     assert "no image on /x/image" in report(qos)[1]
+
+
+def test_a_qos_warning_names_only_the_topics_with_new_failed_matches():
+    """A topic whose peer failed to match an hour ago is history: the new warning names the topic that failed now."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from ros_amf.ros.diagnostics import NodeCounters, PipelineDiagnostics
+    from ros_amf.runtime.stats import PipelineCounters
+
+    stats, node = PipelineCounters(), NodeCounters()
+    node.image_arrived()
+    params = {"input_timeout_s": 5.0, "min_output_hz": 0.0}
+    old, new = "/x/labels (a subscriber, reliability)", "/x/instances (a subscriber, durability)"
+    diagnostics = PipelineDiagnostics()
+
+    def report(events):
+        status = diagnostics.status("n", "/x/image", stats.snapshot(), node, events, params, True)
+        return status.level, status.message
+    level, message = report({old: 1})
+    assert level == DiagnosticStatus.WARN and f"incompatible QoS on {old} (1 in all)" in message
+    level, message = report({old: 1, new: 2})
+    assert level == DiagnosticStatus.WARN and "2 peers could not connect" in message
+    assert f"incompatible QoS on {new} (3 in all)" in message and old not in message, message
