@@ -156,6 +156,11 @@ class Engine:
         self._stage_threads = StageThreads("ros_amf")
         self._running = self._stage_threads.running
         self._in_flight = InFlight()
+        # A thread that outlives a stop's join still holds a frame the stop counted as dropped: each frame's
+        # fate is counted under _claims, only while the epoch it was taken in is current (see _settle).
+        self._epoch = 0
+        self._claims = threading.Lock()
+        self._settling = 0   # frames whose fate is being counted (a publish under way): a stop leaves them
 
     def stream_busy_ms(self) -> list[tuple[str, float, float]]:
         """GPU: (name, start_ms, end_ms) of each stage's stream work; call after the work finished."""
@@ -217,13 +222,26 @@ class Engine:
                 if not self._running.is_set():
                     raise RuntimeError("submit() on a stopped engine; call start() first.")
             return frame.seq
-        self._drop(self._slot.put(frame))
+        self._drop(self._slot.put(frame), self._epoch)
         return frame.seq
 
-    def _drop(self, evicted: Any) -> None:
+    def _drop(self, evicted: Any, epoch: int) -> None:
         if evicted is not None:
-            self.stats.dropped()
-            self._finish_one()
+            self._settle(epoch, self.stats.dropped)
+
+    def _settle(self, epoch: int, count_fate: Callable[[], Any]) -> None:
+        """Count one frame's fate (``count_fate``: publish, drop or fail it) and let it go, unless a stop since
+        ``epoch`` (when the frame was taken) has counted it as dropped already."""
+        with self._claims:
+            if epoch != self._epoch:
+                return
+            self._settling += 1
+        try:
+            count_fate()
+        finally:
+            with self._claims:
+                self._settling -= 1
+                self._in_flight.done()
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until every submitted frame is published, dropped or failed."""
@@ -232,7 +250,9 @@ class Engine:
     def stop(self) -> None:
         """Stop the stage threads; frames still waiting inside are counted as dropped (never lost silently)."""
         self._stage_threads.stop()
-        abandoned = self._in_flight.clear()
+        with self._claims:   # threads that outlived the join count nothing of what they hold from now on
+            self._epoch += 1
+            abandoned = self._in_flight.clear(keep=self._settling)
         self._slot = LatestSlot(self.config.input_slots)
         self._q_infer = LatestSlot(self.config.stage_queue)
         with self._reorder:
@@ -245,27 +265,24 @@ class Engine:
     def in_flight(self) -> int:
         return self._in_flight.count
 
-    def _finish_one(self) -> None:
-        self._in_flight.done()
-
     def _run_preprocess(self) -> None:
         while self._running.is_set():
+            epoch = self._epoch
             frame = self._slot.get(timeout=0.1)
             if frame is None:
                 continue
             try:
                 prepared = self.stages.preprocess(frame)
             except Exception as exc:
-                self._failed(frame, exc, stage="preprocess")
-                self._finish_one()
+                self._settle(epoch, lambda: self._failed(frame, exc, stage="preprocess"))
                 continue
             if self.config.lossless:
                 while self._q_infer.put(prepared, block=True) is prepared:
                     if not self._running.is_set():   # stopped while waiting: counted as dropped, not lost
-                        self._drop(prepared)
+                        self._drop(prepared, epoch)
                         break
             else:
-                self._drop(self._q_infer.put(prepared))   # a fresher frame replaces a waiting one
+                self._drop(self._q_infer.put(prepared), epoch)   # a fresher frame replaces a waiting one
 
     def _run_inference(self) -> None:
         limit = self.inference_workers + self.config.stage_queue   # frames between take and post
@@ -294,19 +311,19 @@ class Engine:
                 if self._next_ticket not in self._done:
                     self._reorder.wait(0.1)
                     continue
+                epoch = self._epoch
                 item = self._done.pop(self._next_ticket)
                 self._next_ticket += 1
                 self._reorder.notify_all()
             if isinstance(item, tuple):
-                self._failed(item[0], item[1], stage="inference")
+                self._settle(epoch, lambda: self._failed(item[0], item[1], stage="inference"))
+                continue
+            try:
+                result = self.stages.postprocess(item)
+            except Exception as exc:
+                self._settle(epoch, lambda: self._failed(item.prepared.frame, exc, stage="postprocess"))
             else:
-                try:
-                    result = self.stages.postprocess(item)
-                except Exception as exc:
-                    self._failed(item.prepared.frame, exc, stage="postprocess")
-                else:
-                    self._deliver(result)
-            self._finish_one()
+                self._settle(epoch, lambda: self._deliver(result))
 
     def _deliver(self, result: FrameResult) -> None:
         start = time.perf_counter()

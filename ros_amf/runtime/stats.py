@@ -154,10 +154,11 @@ class InFlight:
             self._count = max(0, self._count - frames)
             self._changed.notify_all()
 
-    def clear(self) -> int:
-        """Forget every frame still held (the engine stopped); returns how many that was."""
+    def clear(self, keep: int = 0) -> int:
+        """Forget every frame still held (the engine stopped) but ``keep`` (frames whose fate is being counted
+        now, which will call ``done``); returns how many were forgotten."""
         with self._changed:
-            abandoned, self._count = self._count, 0
+            abandoned, self._count = max(0, self._count - keep), min(keep, self._count)
             self._changed.notify_all()
         return abandoned
 

@@ -374,6 +374,45 @@ def test_stage_threads_that_outlive_a_stop_are_waited_for_before_a_restart():
     assert "straggler-w" not in [t.name for t in threading.enumerate()]
 
 
+@pytest.mark.parametrize("slow_part", ["postprocess", "publish"])
+def test_a_frame_held_by_a_thread_that_outlives_a_stop_is_counted_once(slow_part):
+    """Post-processing (or its publish) outlasting stop's join: a frame still in post-processing was counted as
+    dropped by the stop and is not published after it; one already being published is counted as published.
+    Either way frames_in == out + dropped + failed, and a restart counts only its own frames."""
+    reached, release, published = threading.Event(), threading.Event(), []
+
+    def hold(part, tag):
+        if part == slow_part and tag == 0:
+            reached.set()
+            release.wait(10)
+    engine = Engine(EngineConfig(input_sizes=SIZES, inference_workers=1),
+                    instance=scripted("instance", ScriptedInstanceModel([(8, 8, 40, 32)], [0], [0.9])),
+                    on_result=lambda result: (published.append(result.tag), hold("publish", result.tag)))
+    postprocess = engine.stages.postprocess
+
+    def slow_postprocess(inferred):
+        hold("postprocess", inferred.prepared.frame.tag)
+        return postprocess(inferred)
+    engine.stages.postprocess = slow_postprocess
+    engine._stage_threads.join_timeout_s = 0.05
+    engine.start()
+    engine.submit(_image(), "rgb8", tag=0)
+    assert reached.wait(10)                  # frame 0 is in its slow part
+    engine.stop()                            # returns while frame 0 is still held
+    release.set()
+    time.sleep(0.3)                          # the straggler finishes its frame
+    stats = engine.stats
+    expected = (1, 0, 1) if slow_part == "postprocess" else (1, 1, 0)
+    assert (stats.frames_in, stats.frames_out, stats.frames_dropped) == expected
+    assert published == ([] if slow_part == "postprocess" else [0])
+    engine.start()
+    engine.submit(_image(), "rgb8", tag=1)
+    assert engine.wait_idle(10)
+    engine.stop()
+    assert (stats.frames_in, stats.frames_out + stats.frames_dropped, sum(stats.failed.values())) == (2, 2, 0)
+    assert published[-1] == 1 and engine.in_flight == 0
+
+
 @pytest.mark.parametrize("device_path", [False, True])
 def test_each_model_gets_the_pixel_normalisation_its_weights_expect(device_path):
     """ImageNet mean/std for the instance model, [-1, 1] for a semantic model on EfficientNet-Lite-style weights:
