@@ -162,6 +162,10 @@ def make_runner(backend: str, path: str | Path, threads: int) -> Runner:
     return RUNNERS[backend](Path(path), threads)
 
 
+def _folder_safe(version: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", version)   # openvino's version has slashes in it
+
+
 # ------------------------------------------------------------------------------------ the forward
 class BackendForward(nn.Module):
     """``module``'s inference forward run by ``backend`` (falls back to torch, saying so in ``warnings``)."""
@@ -239,17 +243,19 @@ class BackendForward(nn.Module):
         def build_onnx(tmp: Path) -> dict:
             export_onnx(self.torch_module, self.kind, hw, tmp / "model.onnx")
             return {}
-        onnx = get_or_build(base / "onnx", onnx_key, build_onnx)
+        # one folder per exporter: two installs sharing a cache (a torch upgrade) do not rebuild each other's graphs
+        onnx = get_or_build(base / f"onnx-{_folder_safe(onnx_key['exporter'])}", onnx_key, build_onnx)
         onnx_path = onnx.folder / "model.onnx"
         backend_key = {**onnx_key, "onnx_sha256": onnx.meta["files"]["model.onnx"], "backend": self.backend,
                        "backend_version": self.version}
+        pixels = pixels_of(self.torch_module)   # from the config, which the weights digest covers
         int8 = self.backend == "openvino-int8"
         if int8:
             backend_key["calibration"] = calibration_key()
 
         def build_backend(tmp: Path) -> dict:
-            loaded = _prepare_backend(self.backend, onnx_path, tmp, hw, pixels_of(self.torch_module))
-            sample = sample_input(hw, pixels=pixels_of(self.torch_module))   # the range the graph will see
+            loaded = _prepare_backend(self.backend, onnx_path, tmp, hw, pixels)
+            sample = sample_input(hw, pixels=pixels)   # the range the graph will see
             reference = torch_reference(self.torch_module, self.kind, sample)
             outputs = RUNNERS[self.backend](loaded, torch.get_num_threads())(sample)
             what = f"the {self.backend} graph of the {self.label}"
@@ -259,8 +265,9 @@ class BackendForward(nn.Module):
                         "loads": loaded.name}
             return {"max_abs_diff_vs_torch": check_reproduces(reference, outputs, self.kind, what),
                     "loads": loaded.name}
-        safe_version = re.sub(r"[^A-Za-z0-9._-]", "_", self.version)   # openvino's has slashes in it
-        prepared = get_or_build(base / f"{self.backend}-{safe_version}", backend_key, build_backend)
+        # named by the exporter too: the graph made from each exporter's ONNX keeps its own folder
+        folder = f"{self.backend}-{_folder_safe(self.version)}-{_folder_safe(onnx_key['exporter'])}"
+        prepared = get_or_build(base / folder, backend_key, build_backend)
         self.cache_events.append({"input_hw": list(hw), "onnx": onnx.rebuilt_because or "cached",
                                   self.backend: prepared.rebuilt_because or "cached", "folder": str(base)})
         # onnxruntime loads the exported graph itself; OpenVINO its IR in the backend's own entry

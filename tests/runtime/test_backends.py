@@ -105,6 +105,27 @@ def test_cache_entry_is_reused_and_stale_or_corrupt_entries_are_rebuilt(tmp_path
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary build folders are removed"
 
 
+def test_two_exporters_sharing_a_cache_keep_their_own_onnx_graphs(tmp_path, monkeypatch):
+    """A torch upgrade (or two installs on one cache) exports into its own folder, and the backend's graph made
+    from each export sits beside the others: going back and forth rebuilds nothing, as shared folders would."""
+    from runtime_helpers import tiny_semantic
+    from ros_amf.runtime import backends
+
+    if not installed("onnxruntime"):
+        pytest.fail("onnxruntime is pinned in requirements.txt but not installed; run make setup.")
+    module = tiny_semantic(seed=3).module
+    today = backends.torch_export_version()
+    events = []
+    for exporter in (today, "torch-9.9-opset99-graph9", today, "torch-9.9-opset99-graph9"):
+        monkeypatch.setattr(backends, "torch_export_version", lambda: exporter)
+        forward = BackendForward("onnxruntime", module, "semantic model", cache=tmp_path)
+        forward.prepare((64, 96))
+        events.append((forward.cache_events[0]["onnx"], forward.cache_events[0]["onnxruntime"]))
+    assert events == [("missing", "missing")] * 2 + [("cached", "cached")] * 2
+    folder = next(tmp_path.glob("graphs/*/semantic-64x96"))
+    assert {p.name for p in folder.glob("onnx-*")} == {f"onnx-{today.replace('+', '_')}", "onnx-torch-9.9-opset99-graph9"}
+
+
 def test_missing_backend_falls_back_to_torch_with_one_sentence(models, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)   # as if it were not installed: import fails
     engine = Engine(EngineConfig(backend="openvino", inference_workers=1), models["instance"])
