@@ -36,7 +36,9 @@ def collate_batch(samples: list[dict], pixels: PixelNormalisation = IMAGENET) ->
         batch.update(masks=[], classes=[], boxes=[], ignore_masks=torch.zeros(b, hp, wp, dtype=torch.bool))
     for i, s in enumerate(samples):
         h, w = s["image"].shape[:2]
-        images[i, :, :h, :w] = normalise(torch.from_numpy(np.ascontiguousarray(s["image"])).permute(2, 0, 1), pixels)
+        vh, vw = s.get("valid_hw", (h, w))   # a crop padded past the image: the rest stays 0, the mean colour
+        images[i, :, :vh, :vw] = normalise(torch.from_numpy(np.ascontiguousarray(s["image"][:vh, :vw])).permute(2, 0, 1),
+                                           pixels)
         batch["image_sizes"].append((h, w))
         if "labels" in batch:
             batch["labels"][i, :h, :w] = torch.from_numpy(s["label"].astype(np.int64))

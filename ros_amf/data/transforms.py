@@ -197,12 +197,13 @@ class RandomShortSideResize:
 
 
 def pad_sample(sample: dict, height: int, width: int) -> dict:
-    """Pad bottom/right to at least ``height`` x ``width``: black image, ignored label and mask pixels."""
+    """Pad bottom/right to at least ``height`` x ``width``: ignored label and mask pixels, and image pixels that
+    the batch fills with the mean colour (``valid_hw`` marks the real image), as inference pads."""
     h, w = sample["image"].shape[:2]
     pad_h, pad_w = max(0, height - h), max(0, width - w)
     if not (pad_h or pad_w):
         return sample
-    out = dict(sample)
+    out = dict(sample, valid_hw=sample.get("valid_hw", (h, w)))
     pad = ((0, pad_h), (0, pad_w))
     out["image"] = np.pad(sample["image"], pad + ((0, 0),))
     if "label" in sample:
@@ -216,7 +217,7 @@ def pad_sample(sample: dict, height: int, width: int) -> dict:
 
 @dataclass(frozen=True)
 class TrainAugmentation:
-    """The training pipeline: resize (scale jitter) -> crop -> flip -> photometric jitter.
+    """The training pipeline: resize (scale jitter) -> crop -> flip -> photometric jitter (-> pad).
 
     With ``crop_hw`` only the crop window is resized (see :func:`resize_crop_sample`) and images
     smaller than the window are padded to it, so every sample comes out ``crop_hw``.
@@ -235,9 +236,12 @@ class TrainAugmentation:
             sample = resize_sample(sample, size_wh)
         else:
             window = RandomCrop(self.crop_hw).window(size_wh[1], size_wh[0], rng)
-            sample = pad_sample(resize_crop_sample(sample, size_wh, *window), *self.crop_hw)
+            sample = resize_crop_sample(sample, size_wh, *window)
         sample = HorizontalFlip(0.5 if self.hflip else 0.0)(sample, rng)
-        return PhotometricJitter()(sample, rng) if self.photometric else sample
+        if self.photometric:
+            sample = PhotometricJitter()(sample, rng)
+        # padded last, bottom/right, with the mean colour (collate_batch): where and how inference pads
+        return sample if self.crop_hw is None else pad_sample(sample, *self.crop_hw)
 
 
 class AugmentedDataset:

@@ -136,3 +136,23 @@ def test_semantic_only_samples_collate_without_instance_fields():
 def test_flip_with_probability_zero_is_identity(p):
     s = HorizontalFlip(p)(_sample(), np.random.default_rng(0))
     assert np.array_equal(s["image"], _sample()["image"])
+
+
+@pytest.mark.parametrize("mean, std", [(IMAGENET_MEAN, IMAGENET_STD), ((0.5,) * 3, (0.5,) * 3)])
+def test_a_crop_larger_than_the_image_is_padded_like_inference(mean, std):
+    """Inference pads bottom/right with 0 after normalisation (the mean colour, whatever the weights' pixel
+    normalisation); a training crop past the image must look the same, flipped or not, jittered or not."""
+    from ros_amf.contract.pixels import PixelNormalisation
+    pixels = PixelNormalisation(mean, std)
+    t = TrainAugmentation(short_sides=(60,), max_long_side=None, crop_hw=(96, 96), photometric=True)
+    flips = set()
+    for seed in range(8):
+        s = t(_sample(), np.random.default_rng(seed))      # 60x80 image in a 96x96 crop
+        assert s["image"].shape[:2] == (96, 96) and s["valid_hw"] == (60, 80)
+        assert (s["label"][60:] == 255).all() and (s["label"][:, 80:] == 255).all() and s["ignore_mask"][60:].all()
+        assert not s["masks"][:, 60:].any() and not s["masks"][:, :, 80:].any()
+        flips.add(bool(s["label"][8, 70] == 1))              # instance 1 (x 5..29) mirrored to x 50..74
+        images = collate_batch([s], pixels)["images"][0]
+        assert (images[:, 60:] == 0).all() and (images[:, :, 80:] == 0).all()
+        assert images[:, :60, :80].abs().sum() > 0
+    assert flips == {True, False}
