@@ -28,7 +28,7 @@ from ros_amf.contract.checkpoint import CheckpointError, sha256_of
 from ros_amf.evaluation.semantic import SMALL_CLASS_IDS, open_semantic_dataset, open_semantic_folder, small_ids_of
 from ros_amf.training import instance, joint, semantic
 from ros_amf.training.config import TrainConfig, load_run_config, with_overrides
-from ros_amf.training.fit import FitResult, checkpoint_to_resume, fit
+from ros_amf.training.fit import FitResult, check_fresh_out, check_resume_settings, checkpoint_to_resume, fit
 
 
 def crop_size(text: str) -> tuple[int, int]:
@@ -210,12 +210,15 @@ def run(task_name: str, argv: list[str]) -> int:
     train_cls = semantic.SemanticTrainConfig if task_name == "semantic" else TrainConfig
     main_process = int(os.environ.get("RANK", "0")) == 0
     try:
-        if args.resume:
-            checkpoint_to_resume(args.out)  # before the data is opened: say it at once
         model_cfg, cfg = load_run_config(args.config, task_name, train_cls)
         if args.backbone_weights:
             model_cfg = dataclasses.replace(model_cfg, backbone_weights=args.backbone_weights)
         cfg = train_config(args, cfg)
+        # the run folder and a resume's settings are checked before the data is opened (minutes on big sets)
+        if args.resume:
+            check_resume_settings(checkpoint_to_resume(args.out), cfg, task_name)
+        else:
+            check_fresh_out(args.out)
         task = make_task(task_name, args, model_cfg)
         absent = getattr(task, "histogram", {}).get("absent_classes")
         if absent and main_process:

@@ -152,3 +152,7 @@ def test_a_run_folder_is_never_overwritten_and_resume_refuses_a_changed_optimise
     assert main_semantic([*argv, "--resume", "--lr", "0.5"]) == 2    # the optimiser state was made with another lr
     assert "with lr" in capsys.readouterr().err
     assert main_semantic([*argv, "--resume"]) == 0                   # the length may change
+    # both refusals come before the data is opened (minutes on a large set): a missing data folder is not reached
+    absent = [*argv[:2], "--data", str(tmp_path / "absent"), *argv[4:]]
+    assert main_semantic(absent) == 2 and "already holds a training run" in capsys.readouterr().err
+    assert main_semantic([*absent, "--resume", "--lr", "0.5"]) == 2 and "with lr" in capsys.readouterr().err
