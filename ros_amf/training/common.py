@@ -270,6 +270,25 @@ def capture_rng_state() -> dict[str, Any]:
     return state
 
 
+def gather_rng_states() -> list[dict[str, Any]] | None:
+    """Every rank's RNG state, rank by rank, under DDP (a collective: every rank must call it); None otherwise.
+    Each rank draws its own dropout and noise: a resume must give each its own state back, not rank 0's."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    states: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(states, capture_rng_state())
+    return states
+
+
+def _own_rng_state(state: dict[str, Any]) -> dict[str, Any]:
+    """This rank's saved RNG state; rank 0's when the checkpoint has none per rank or another world size."""
+    per_rank = state.get("rng_per_rank")
+    if per_rank and torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and len(per_rank) == torch.distributed.get_world_size():
+        return per_rank[torch.distributed.get_rank()]
+    return state["rng"]
+
+
 def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -283,11 +302,13 @@ def save_training_checkpoint(path: str | Path, *, task: str, model: nn.Module, m
                              scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
                              iteration: int, sampler: ResumableSampler | None = None,
                              guard: GradientGuard | None = None, meta: dict[str, Any] | None = None,
-                             sampler_state: dict[str, int] | None = None) -> Path:
+                             sampler_state: dict[str, int] | None = None,
+                             rng_per_rank: list[dict[str, Any]] | None = None) -> Path:
     """Atomic checkpoint of everything a resumed run needs to continue the same curve.
 
     ``sampler_state`` overrides ``sampler.state_dict()`` (use the position of the last batch
-    actually consumed when a loader prefetches ahead of the training loop).
+    actually consumed when a loader prefetches ahead of the training loop). ``rng_per_rank``: every
+    rank's RNG state (``gather_rng_states``) under DDP, where only rank 0 writes the file.
     """
     train_state = {
         "iteration": iteration,
@@ -297,6 +318,7 @@ def save_training_checkpoint(path: str | Path, *, task: str, model: nn.Module, m
         "sampler": sampler_state if sampler_state is not None else (sampler.state_dict() if sampler else None),
         "guard": guard.state_dict() if guard is not None else None,
         "rng": capture_rng_state(),
+        "rng_per_rank": rng_per_rank,
     }
     return save_checkpoint(path, task=task, model_config=model_config, class_names=class_names,
                            state_dict=unwrap(model).state_dict(), train_state=train_state, meta=meta)
@@ -325,7 +347,7 @@ def load_training_checkpoint(path: str | Path, *, task: str, model: nn.Module,
         sampler.load_state_dict(state["sampler"])
     if guard is not None and state.get("guard"):
         guard.load_state_dict(state["guard"])
-    restore_rng_state(state["rng"])
+    restore_rng_state(_own_rng_state(state))
     return payload
 
 

@@ -210,13 +210,14 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
         return {**run_meta, "iteration": iteration, "train_seconds": train_seconds, **extra}
 
     def save(path: Path) -> None:
+        rng_per_rank = common.gather_rng_states()   # every rank takes part; rank 0 writes
         if dist.is_main:
             common.save_training_checkpoint(
                 path, task=task.name, model=model, model_config=to_dict(task.model_config),
                 class_names=list(task.class_names), optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                 iteration=iteration, guard=guard, meta=meta_now(),
                 # the loader prefetches: record the position of the last batch actually trained on
-                sampler_state=sampler.state_after(iteration * cfg.batch_size))
+                sampler_state=sampler.state_after(iteration * cfg.batch_size), rng_per_rank=rng_per_rank)
 
     def export(path: str | Path, **extra: Any) -> Path:
         # a shippable file: fp16 weights, no optimiser state

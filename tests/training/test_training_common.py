@@ -1,4 +1,5 @@
 """Shared training utilities: no decay on norms, LR schedule, NaN guard, data order, logs, resume."""
+from pathlib import Path
 import json
 
 import torch
@@ -136,3 +137,44 @@ def test_single_process_distributed_init_is_a_noop(monkeypatch):
     model = nn.Linear(2, 2)
     assert common.wrap_ddp(model, info) is model
     assert not common.amp_enabled(info.device)
+
+
+_TWO_RANKS = '''
+import sys, torch
+from torch import nn
+from ros_amf.training import common
+info = common.init_distributed(prefer_cuda=False)
+common.seed_everything(7 + info.rank)                      # as fit() seeds: each rank its own draws
+model = nn.Linear(3, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+sched = common.warmup_step_scheduler(opt, 0, [])
+torch.randn(5)
+states = common.gather_rng_states()
+if info.is_main:
+    common.save_training_checkpoint(sys.argv[1], task="instance", model=model, model_config={}, class_names=["a"],
+                                    optimizer=opt, scheduler=sched, scaler=None, iteration=1, rng_per_rank=states)
+expected = torch.randn(3)
+torch.distributed.barrier()
+common.load_training_checkpoint(sys.argv[1], task="instance", model=model)
+resumed = torch.randn(3)
+torch.save({"expected": expected, "resumed": resumed}, f"{sys.argv[1]}.rank{info.rank}")
+torch.distributed.destroy_process_group()
+'''
+
+
+def test_a_ddp_resume_gives_every_rank_its_own_random_state_back(tmp_path):
+    """Two CPU ranks (gloo, torchrun): after a resume each rank draws what it would have drawn, not rank 0's."""
+    import os
+    import subprocess
+    import sys as _sys
+    script = tmp_path / "two_ranks.py"
+    script.write_text(_TWO_RANKS)
+    torchrun = Path(_sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}   # this machine only
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", str(script),
+                           str(tmp_path / "last.pt")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    draws = [torch.load(tmp_path / f"last.pt.rank{rank}") for rank in (0, 1)]
+    assert not torch.equal(draws[0]["expected"], draws[1]["expected"])   # the ranks draw differently
+    for draw in draws:
+        assert torch.equal(draw["resumed"], draw["expected"])
