@@ -165,7 +165,9 @@ class GradientGuard:
         if scaler is not None and scaler.is_enabled():
             if finite:
                 scaler.step(optimizer)
-            elif not loss_finite:
+            elif not loss_finite or scaler.get_scale() < 1.0:
+                # below a scale of 1 the scaler shrinks the gradients: what is still not finite did not
+                # overflow, it is a real NaN/inf gradient, and the scaler would back off for ever unseen
                 self.skipped += 1
             # else: a finite loss whose scaled gradients overflowed: the scaler's own back-off (it lowers its
             # scale and the step is skipped), routine in fp16 and not a non-finite step

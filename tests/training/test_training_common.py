@@ -64,6 +64,25 @@ def test_guard_does_not_count_the_grad_scalers_own_overflow_back_offs():
     assert guard.skipped == 1 and torch.equal(param.data, torch.ones(3))
 
 
+def test_guard_counts_non_finite_gradients_the_scaler_cannot_explain_by_overflow():
+    """A finite loss with a NaN gradient (sqrt at 0): the scaler backs off every step; once its scale is below 1
+    the gradients are being shrunk, so the non-finite ones are real and every such step is counted."""
+    param = nn.Parameter(torch.zeros(3))
+    model = nn.Module()
+    model.p = param
+    opt = torch.optim.SGD([param], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    guard = common.GradientGuard()
+    counted = []
+    for _ in range(6):
+        loss = (param.sqrt() * 0.0).sum()            # 0 forward, NaN backward (0 * inf)
+        scaler.scale(loss).backward()
+        guard.step(model, opt, scaler, loss)
+        counted.append(guard.skipped)
+    assert torch.isfinite(loss) and torch.equal(param.data, torch.zeros(3))
+    assert counted == [0, 0, 0, 1, 2, 3]            # scales 4, 2, 1 look like overflow; 0.5, 0.25, ... cannot
+
+
 def test_sampler_resumes_with_identical_order_and_shards_ranks():
     sampler = common.ResumableSampler(7, seed=3)
     stream = iter(sampler)
