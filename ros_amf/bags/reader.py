@@ -28,7 +28,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from ros_amf.bags.damage import DamageReport
 from ros_amf.bags.salvage import DamagedBag, RawMessage, SalvageError, metadata_counts, open_damaged
-from ros_amf.contract.image_messages import BadImage, compressed_to_pixels, image_to_pixels
+from ros_amf.contract.image_messages import ACCEPTED, BadImage, compressed_to_pixels, image_to_pixels
 from ros_amf.contract.pixels import ENCODINGS, to_rgb
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -38,8 +38,8 @@ DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 # sensor_msgs/Image and CompressedImage have not changed across ROS 2 releases: the newest stock
 # definitions decode a salvaged message whose bag's own definitions were not readable
 _STOCK_TYPES = get_typestore(Stores.LATEST)
-# the node's max_image_pixels guards a live camera's memory; a bag's frames are read whatever their size
-_NO_PIXEL_LIMIT = 1 << 62
+# above any camera (a 16K frame is 2^27.2 pixels), still a guard against a damaged header asking for gigabytes
+_MAX_PIXELS = 1 << 30
 
 
 class BagError(Exception):
@@ -359,13 +359,16 @@ class BagReader:
         its refusals become this reader's errors: an encoding the nodes cannot take stops the topic, a damaged
         frame is corrupt (skipped and counted with ``skip_damaged``)."""
         try:
-            pixels, encoding = decode(message, _NO_PIXEL_LIMIT)
+            pixels, encoding = decode(message, _MAX_PIXELS)
         except BadImage as err:
             where = f"frame {index} of topic '{info.name}' in bag '{self.path}'"
+            diagnosis = str(err).rsplit("; ", 1)[0]   # what is wrong; the advice after it is for a live camera
             if err.reason == "unsupported_encoding":
-                raise UnsupportedEncodingError(f"{where}: {err}") from err
-            raise CorruptBagError(f"{where} is invalid: {str(err).rstrip('.')}; read {index} of "
-                                  f"{info.message_count} messages before it.",
+                raise UnsupportedEncodingError(
+                    f"{where}: {diagnosis}; the nodes accept {', '.join(ACCEPTED)} and JPEG/PNG CompressedImage: "
+                    "replay another topic with --topic, or convert this one.") from err
+            raise CorruptBagError(f"{where} is invalid ({diagnosis}); read {index} of {info.message_count} "
+                                  "messages before it.",
                                   messages_read=index, messages_expected=info.message_count) from err
         return encoding, pixels
 

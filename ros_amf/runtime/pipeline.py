@@ -216,13 +216,17 @@ class Engine:
         """Hand a frame to the pipeline (never blocks); returns its sequence number."""
         self.stats.frame_in()
         frame = self.make_frame(image, encoding, tag, keep_image)
-        self._in_flight.add()
         if self.config.lossless:
+            self._in_flight.add()    # a stop while this waits counts the frame as dropped
             while self._slot.put(frame, block=True) is frame:
                 if not self._running.is_set():
                     raise RuntimeError("submit() on a stopped engine; call start() first.")
             return frame.seq
-        self._drop(self._slot.put(frame), self._epoch)
+        with self._claims:           # one side of a concurrent stop(): counted by it, or put in after it
+            epoch = self._epoch
+            self._in_flight.add()
+            evicted = self._slot.put(frame)
+        self._drop(evicted, epoch)
         return frame.seq
 
     def _drop(self, evicted: Any, epoch: int) -> None:
@@ -250,12 +254,13 @@ class Engine:
     def stop(self) -> None:
         """Stop the stage threads; frames still waiting inside are counted as dropped (never lost silently)."""
         self._stage_threads.stop()
-        with self._claims:   # threads that outlived the join count nothing of what they hold from now on
+        # all at once (lock order: _reorder, then _claims): a thread that outlived the join either settled its
+        # frame before this, or finds the new epoch and counts nothing of what the stop counts here
+        with self._reorder, self._claims:
             self._epoch += 1
             abandoned = self._in_flight.clear(keep=self._settling)
-        self._slot = LatestSlot(self.config.input_slots)
-        self._q_infer = LatestSlot(self.config.stage_queue)
-        with self._reorder:
+            self._slot = LatestSlot(self.config.input_slots)
+            self._q_infer = LatestSlot(self.config.stage_queue)
             self._done.clear()
             self._next_ticket = self._tickets_taken
         if abandoned > 0:

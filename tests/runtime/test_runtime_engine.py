@@ -400,7 +400,8 @@ def test_a_frame_held_by_a_thread_that_outlives_a_stop_is_counted_once(slow_part
     assert reached.wait(10)                  # frame 0 is in its slow part
     engine.stop()                            # returns while frame 0 is still held
     release.set()
-    time.sleep(0.3)                          # the straggler finishes its frame
+    for thread in engine._stage_threads._threads:   # the straggler finishes its frame
+        thread.join(10)
     stats = engine.stats
     expected = (1, 0, 1) if slow_part == "postprocess" else (1, 1, 0)
     assert (stats.frames_in, stats.frames_out, stats.frames_dropped) == expected
