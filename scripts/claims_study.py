@@ -274,6 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     curves: dict[str, dict[int, list[dict]]] = {arm.name: {} for arm in spec.arms}
     corrected: dict[str, dict[int, dict]] = {arm.name: {} for arm in spec.arms}
     runs = []
+
+    def tabulate(label: str, seed: int, arm, run_dir: Path) -> None:
+        curves[arm.name][seed] = score_run(spec, run_dir, label, device)
+        if args.prior_correction:
+            corrected[arm.name][seed] = prior_corrected_final(spec, run_dir, args.prior_correction, label, device)
+        runs.append({"arm": arm.name, "seed": seed, "run_dir": str(run_dir), "config": arm.config,
+                     "times": _read_json(run_dir / "study_times.json"), "curve": curves[arm.name][seed]})
+    elsewhere = []   # runs another worker was training: in the table if they finished by the end of this one
     try:
         for n, (seed, arm, run_dir, recipe) in enumerate(plan, 1):
             label = f"[{n}/{len(plan)}] {arm.name} seed {seed}"
@@ -283,17 +291,20 @@ def main(argv: list[str] | None = None) -> int:
                     continue
             elif not claim_run(run_dir):
                 print(f"{label}: another worker is training it, left to that worker", flush=True)
+                elsewhere.append((label, seed, arm, run_dir, recipe))
                 continue
             else:
                 try:
                     train_run(spec, run_dir, recipe, label, args.device)
                 finally:
                     release_run(run_dir)
-            curves[arm.name][seed] = score_run(spec, run_dir, label, device)
-            if args.prior_correction:
-                corrected[arm.name][seed] = prior_corrected_final(spec, run_dir, args.prior_correction, label, device)
-            runs.append({"arm": arm.name, "seed": seed, "run_dir": str(run_dir), "config": arm.config,
-                         "times": _read_json(run_dir / "study_times.json"), "curve": curves[arm.name][seed]})
+            tabulate(label, seed, arm, run_dir)
+        for label, seed, arm, run_dir, recipe in elsewhere:
+            if run_state(run_dir, recipe, run_data(spec)) == "done":
+                tabulate(label, seed, arm, run_dir)
+            else:
+                print(f"{label}: still training in another worker, left out of this table (the last worker to "
+                      "finish writes the whole one; or run again with --report-only)")
     except (StudyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -301,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; run the same command again to continue (finished runs are kept, an unfinished "
               "one resumes from its last.pt).", file=sys.stderr)
         return 130
+    order = [(seed, arm.name) for seed, arm, _, _ in plan]
+    runs.sort(key=lambda run: order.index((run["seed"], run["arm"])))
     finals = {arm: {seed: points[-1]["metrics"] for seed, points in per_seed.items()}
               for arm, per_seed in curves.items()}
     if not any(finals.values()):
