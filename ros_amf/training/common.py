@@ -282,13 +282,18 @@ def gather_rng_states() -> list[dict[str, Any]] | None:
     return states
 
 
-def _own_rng_state(state: dict[str, Any]) -> dict[str, Any]:
-    """This rank's saved RNG state; rank 0's when the checkpoint has none per rank or another world size."""
+def restore_own_rng_state(state: dict[str, Any]) -> None:
+    """This rank's saved RNG state. A checkpoint without one per rank (single-process, or another world size)
+    gives rank 0's; the other ranks then re-seed from it plus their rank, so they do not all draw alike."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
     per_rank = state.get("rng_per_rank")
-    if per_rank and torch.distributed.is_available() and torch.distributed.is_initialized() \
-            and len(per_rank) == torch.distributed.get_world_size():
-        return per_rank[torch.distributed.get_rank()]
-    return state["rng"]
+    if per_rank and len(per_rank) == world:
+        restore_rng_state(per_rank[rank])
+        return
+    restore_rng_state(state["rng"])
+    if rank > 0:
+        seed_everything(int(torch.randint(0, 2 ** 31, (1,))) + rank)
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
@@ -349,7 +354,7 @@ def load_training_checkpoint(path: str | Path, *, task: str, model: nn.Module,
         sampler.load_state_dict(state["sampler"])
     if guard is not None and state.get("guard"):
         guard.load_state_dict(state["guard"])
-    restore_rng_state(_own_rng_state(state))
+    restore_own_rng_state(state)
     return payload
 
 

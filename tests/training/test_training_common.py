@@ -176,7 +176,13 @@ expected = torch.randn(3)
 torch.distributed.barrier()
 common.load_training_checkpoint(sys.argv[1], task="instance", model=model)
 resumed = torch.randn(3)
-torch.save({"expected": expected, "resumed": resumed}, f"{sys.argv[1]}.rank{info.rank}")
+if info.is_main:   # a single-process checkpoint resumed under DDP: rank 0's state, the others re-seeded from it
+    common.save_training_checkpoint(sys.argv[1] + ".single", task="instance", model=model, model_config={},
+                                    class_names=["a"], optimizer=opt, scheduler=sched, scaler=None, iteration=1)
+torch.distributed.barrier()
+common.load_training_checkpoint(sys.argv[1] + ".single", task="instance", model=model)
+single = torch.randn(3)
+torch.save({"expected": expected, "resumed": resumed, "single": single}, f"{sys.argv[1]}.rank{info.rank}")
 torch.distributed.destroy_process_group()
 '''
 
@@ -197,3 +203,4 @@ def test_a_ddp_resume_gives_every_rank_its_own_random_state_back(tmp_path):
     assert not torch.equal(draws[0]["expected"], draws[1]["expected"])   # the ranks draw differently
     for draw in draws:
         assert torch.equal(draw["resumed"], draw["expected"])
+    assert not torch.equal(draws[0]["single"], draws[1]["single"])    # never every rank the same draws
