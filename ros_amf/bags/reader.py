@@ -5,8 +5,9 @@ ROS 1 ``.bag`` files. Image topics may carry ``sensor_msgs/Image`` in any encodi
 accept or ``sensor_msgs/CompressedImage`` (JPEG/PNG). The plain encodings (rgb8, bgr8, rgba8, bgra8,
 mono8) are kept as stored; the others (bayer, yuv422, nv12/nv21, mono16) and compressed frames are
 decoded here exactly as the node decodes them (``contract.image_messages``: a damaged JPEG is refused,
-never half-decoded), so a replay publishes plain frames and their decoding is not part of its timing. Every problem a user can cause is a specific ``BagError`` subclass whose
-message names the file and says what to do; a truncated or corrupt bag reports how many
+never half-decoded), so a replay publishes plain frames and their decoding is not part of its timing.
+Every problem a user can cause is a specific ``BagError`` subclass whose message names the file and
+says what to do; a truncated or corrupt bag reports how many
 messages were read before the damage.
 
 With ``skip_damaged=True`` the reader degrades instead of stopping: a message that does not
@@ -329,15 +330,11 @@ class BagReader:
 
     def _to_bag_image(self, message, msgtype: str, index: int, log_time_ns: int, info: TopicInfo) -> BagImage:
         header = message.header
-        if msgtype == COMPRESSED_IMAGE_TYPE:
-            encoding, pixels = self._decode_compressed(message, index, info)
-            height, width = pixels.shape[:2]
-            return BagImage(index, log_time_ns, stamp_to_ns(header.stamp), header.frame_id, encoding, height, width,
-                            pixels.strides[0], pixels.reshape(-1))
-        encoding = message.encoding.lower()
-        if encoding not in ENCODINGS:   # bayer, yuv, nv12/21, mono16: converted as the node would
-            encoding, pixels = self._decoded(image_to_pixels, message, index, info)
-            pixels = np.ascontiguousarray(pixels)
+        compressed = msgtype == COMPRESSED_IMAGE_TYPE
+        encoding = None if compressed else message.encoding.lower()
+        if encoding not in ENCODINGS:   # compressed, bayer, yuv, nv12/21, mono16: decoded as the node would
+            encoding, pixels = self._decoded(compressed_to_pixels if compressed else image_to_pixels, message,
+                                             index, info)
             return BagImage(index, log_time_ns, stamp_to_ns(header.stamp), header.frame_id, encoding,
                             pixels.shape[0], pixels.shape[1], pixels.strides[0], pixels.reshape(-1))
         data = np.asarray(message.data, dtype=np.uint8).reshape(-1)
@@ -350,12 +347,8 @@ class BagReader:
         return BagImage(index, log_time_ns, stamp_to_ns(header.stamp), header.frame_id, encoding,
                         int(message.height), int(message.width), int(message.step), data[: message.step * message.height])
 
-    def _decode_compressed(self, message, index: int, info: TopicInfo) -> tuple[str, np.ndarray]:
-        encoding, pixels = self._decoded(compressed_to_pixels, message, index, info)
-        return encoding, np.ascontiguousarray(pixels)
-
     def _decoded(self, decode, message, index: int, info: TopicInfo) -> tuple[str, np.ndarray]:
-        """The node's own decoding (``contract.image_messages``), so a replay sees what a live camera would;
+        """(encoding, contiguous pixels) by the node's own decoding (``contract.image_messages``), so a replay sees what a live camera would;
         its refusals become this reader's errors: an encoding the nodes cannot take stops the topic, a damaged
         frame is corrupt (skipped and counted with ``skip_damaged``)."""
         try:
@@ -370,7 +363,7 @@ class BagReader:
             raise CorruptBagError(f"{where} is invalid ({diagnosis}); read {index} of {info.message_count} "
                                   "messages before it.",
                                   messages_read=index, messages_expected=info.message_count) from err
-        return encoding, pixels
+        return encoding, np.ascontiguousarray(pixels)   # a BagImage holds its rows packed
 
 
 def list_topics(path: str | Path) -> list[TopicInfo]:
