@@ -128,6 +128,12 @@ class BatchedEngine:
         self._stage_threads = StageThreads("ros_amf-batched")
         self._running = self._stage_threads.running
         self._in_flight = InFlight()
+        # Every frame the engine holds, seq -> camera. A frame's fate (published, dropped, failed) is counted by
+        # whoever takes it out of here first (_settle): a thread that outlives a stop's join finds its frames
+        # already counted as dropped by the stop, and neither publishes nor counts them again.
+        self._held: dict[int, str] = {}
+        self._claims = threading.Lock()
+        self._settling = 0   # frames whose fate is being counted (a publish under way): a stop leaves them
 
     def warm_up(self, height: int | None = None, width: int | None = None) -> str | None:
         """One throw-away batch (a black frame per camera) through every stage, not counted: the first
@@ -146,11 +152,30 @@ class BatchedEngine:
         return None
 
     # ----- input -----
-    def _frame(self, image, encoding: str, tag: Any, keep_image: bool) -> CameraFrame:
-        with self._lock:
+    def _admit(self, camera: str, image, encoding: str, tag: Any, keep_image: bool) -> CameraFrame:
+        """Count ``camera``'s frame in and hold it until its fate is counted (``_settle``)."""
+        self.stats[camera].frame_in()
+        with self._claims:
             self._seq += 1
-            seq = self._seq
-        return CameraFrame(seq, image, encoding, tag, time.perf_counter(), keep_image)
+            frame = CameraFrame(self._seq, image, encoding, tag, time.perf_counter(), keep_image)
+            self._held[frame.seq] = camera
+            self._in_flight.add()
+        return frame
+
+    def _settle(self, seq: int, count_fate: Callable[[str], Any]) -> None:
+        """Count frame ``seq``'s fate (``count_fate(camera)``: publish, drop or fail it) and let it go, unless a
+        stop has counted it as dropped already."""
+        with self._claims:
+            camera = self._held.pop(seq, None)
+            if camera is None:
+                return
+            self._settling += 1
+        try:
+            count_fate(camera)
+        finally:
+            with self._claims:
+                self._settling -= 1
+                self._in_flight.done()
 
     def _camera(self, camera: str) -> str:
         if camera not in self._slots:
@@ -161,19 +186,17 @@ class BatchedEngine:
         """Hand ``camera``'s frame over; a frame of that camera still waiting is replaced and counted as
         dropped (with ``lossless``, waits for room instead)."""
         slot = self._slots[self._camera(camera)]
-        self.stats[camera].frame_in()
-        frame = self._frame(image, encoding, tag, keep_image)
-        self._in_flight.add()
+        frame = self._admit(camera, image, encoding, tag, keep_image)
         item = (camera, frame)
         if self.config.lossless:
             while slot.put(item, block=True) is item:
                 if not self._running.is_set():
+                    self._settle(frame.seq, lambda cam: self.stats[cam].dropped())
                     raise RuntimeError("submit() on a stopped engine; call start() first.")
         else:
             evicted = slot.put(item)
             if evicted is not None:
-                self.stats[evicted[0]].dropped()
-                self._finish(1)
+                self._settle(evicted[1].seq, lambda cam: self.stats[cam].dropped())
         with self._arrived:
             self._arrived.notify_all()
         return frame.seq
@@ -194,10 +217,8 @@ class BatchedEngine:
     def process_batch(self, frames: list[tuple[str, Any, str]], tags: list[Any] | None = None,
                       keep_image: bool = False) -> list[FrameResult]:
         """(camera, image, encoding) per frame, all in the caller's thread as one batch."""
-        items = []
-        for k, (camera, image, encoding) in enumerate(frames):
-            self.stats[self._camera(camera)].frame_in()
-            items.append((camera, self._frame(image, encoding, tags[k] if tags else None, keep_image)))
+        items = [(camera, self._admit(self._camera(camera), image, encoding, tags[k] if tags else None, keep_image))
+                 for k, (camera, image, encoding) in enumerate(frames)]
         prepared = self._preprocess(items)
         return self._postprocess(self._infer(prepared))
 
@@ -208,7 +229,7 @@ class BatchedEngine:
             try:
                 prepared.append((camera, self.stages.preprocess(frame)))
             except Exception as exc:
-                self._failed(camera, frame, exc, "preprocess")
+                self._failed(frame, exc, "preprocess")
         return prepared
 
     def _infer(self, prepared: list[tuple[str, PreparedFrame]]) -> list[tuple[str, Any]]:
@@ -223,16 +244,16 @@ class BatchedEngine:
 
     def _postprocess(self, inferred: list[tuple[str, Any]]) -> list[FrameResult]:
         out = []
-        for camera, item in inferred:
+        for _, item in inferred:
             if isinstance(item, tuple):
-                out.append(self._failed(camera, item[0], item[1], "inference"))
+                out.append(self._failed(item[0], item[1], "inference"))
                 continue
             try:
                 result = self.stages.postprocess(item)
             except Exception as exc:
-                out.append(self._failed(camera, item.prepared.frame, exc, "postprocess"))
+                out.append(self._failed(item.prepared.frame, exc, "postprocess"))
                 continue
-            self._deliver(camera, result)
+            self._settle(result.seq, lambda cam, r=result: self._deliver(cam, r))
             out.append(result)
         return out
 
@@ -242,27 +263,20 @@ class BatchedEngine:
                                    ("postprocess", self._run_postprocess)], discard_stale=self._discard_stale)
 
     def _discard_stale(self) -> None:
-        for queue in (self._q_infer, self._q_post):   # stop() never saw these frames: count them here
-            while (batch := queue.get(timeout=0.0)) is not None:
-                for camera, _ in batch:
-                    self.stats[camera].dropped()
+        # what threads that outlived the last stop handed on after it: the stop counted those frames already
+        self._q_infer, self._q_post = LatestSlot(1), LatestSlot(1)
 
-    def _hand_over(self, queue: LatestSlot, batch: list) -> bool:
+    def _hand_over(self, queue: LatestSlot, batch: list) -> None:
         while queue.put(batch, block=True) is batch:
             if not self._running.is_set():
-                for camera, _ in batch:   # stopped while waiting: the frames are counted, not lost
-                    self.stats[camera].dropped()
-                self._finish(len(batch))
-                return False
-        return True
+                return   # stopped while waiting: the stop counts these frames as dropped
 
     def _run_gather(self) -> None:
         while self._running.is_set():
             items = self._take_ready()
             if not items:
                 continue
-            prepared = self._preprocess(items)
-            self._finish(len(items) - len(prepared))   # failed ones are done
+            prepared = self._preprocess(items)   # the failed ones are counted there
             if prepared:
                 self._hand_over(self._q_infer, prepared)
 
@@ -277,33 +291,29 @@ class BatchedEngine:
             inferred = self._q_post.get(timeout=0.1)
             if inferred is not None:
                 self._postprocess(inferred)
-                self._finish(len(inferred))
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until every submitted frame is published, dropped or failed."""
         return self._in_flight.wait_idle(timeout)
 
     def stop(self) -> None:
-        """Stop the threads; frames still inside are counted as dropped on their cameras."""
+        """Stop the threads; frames still inside (waiting, or in a stage call that outlived the join) are
+        counted as dropped on their cameras."""
         self._stage_threads.stop()
-        waiting: list[str] = []
-        for slot in self._slots.values():
-            while (item := slot.get(timeout=0.0)) is not None:
-                waiting.append(item[0])
-        for queue in (self._q_infer, self._q_post):
-            while (batch := queue.get(timeout=0.0)) is not None:
-                waiting += [camera for camera, _ in batch]
-        for camera in waiting:
+        with self._claims:
+            abandoned = list(self._held.values())
+            self._held.clear()
+            self._in_flight.clear(keep=self._settling)
+            for slot in self._slots.values():
+                while slot.get(timeout=0.0) is not None:
+                    pass
+            self._q_infer, self._q_post = LatestSlot(1), LatestSlot(1)
+        for camera in abandoned:
             self.stats[camera].dropped()
-        self._in_flight.clear()
 
     @property
     def in_flight(self) -> int:
         return self._in_flight.count
-
-    def _finish(self, count: int) -> None:
-        if count:
-            self._in_flight.done(count)
 
     def _deliver(self, camera: str, result: FrameResult) -> None:
         start = time.perf_counter()
@@ -320,11 +330,12 @@ class BatchedEngine:
         result.timings_ms["end_to_end"] = (time.perf_counter() - result.t_in) * 1000.0
         self.stats[camera].frame_out(result.timings_ms)
 
-    def _failed(self, camera: str, frame: CameraFrame, exc: Exception, stage: str) -> FrameResult:
+    def _failed(self, frame: CameraFrame, exc: Exception, stage: str) -> FrameResult:
         reason = ("non_finite_output" if isinstance(exc, NonFiniteOutput) else
                   "bad_model_output" if isinstance(exc, BadModelOutput) else f"{stage}_error")
         result = FrameResult(seq=frame.seq, tag=frame.tag, t_in=frame.t_in)
-        return self._failed_result(camera, result, f"{type(exc).__name__}: {exc}", reason)
+        self._settle(frame.seq, lambda cam: self._failed_result(cam, result, f"{type(exc).__name__}: {exc}", reason))
+        return result
 
     def _failed_result(self, camera: str, result: FrameResult, message: str, reason: str) -> FrameResult:
         result.error = message

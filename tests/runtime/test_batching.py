@@ -184,3 +184,50 @@ def test_output_scale_network_gives_network_sized_maps_and_camera_pixel_boxes():
     assert (a.semantic.labels[1::3, 1::3] == b.semantic.labels).mean() >= 0.98
     with pytest.raises(ValueError, match="output_scale 'half' is not known"):
         EngineConfig(output_scale="half")
+
+
+class BlockingForward(CountingForward):
+    """A forward that waits for ``release`` on its first call: a stage call that outlives a stop's join."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__(module)
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def forward(self, images):
+        if not self.reached.is_set():
+            self.reached.set()
+            self.release.wait(10)
+        return super().forward(images)
+
+
+def test_a_batch_held_by_a_thread_that_outlives_a_stop_is_counted_once_and_does_not_touch_the_next_count():
+    """A forward outlasting stop's join: the stop counts its frame as dropped at once (frames_in == out + dropped
+    + failed right after stop), the straggler neither publishes nor counts it again when it finishes, and it does
+    not lower the count of a frame submitted after the stop (wait_idle would return before that frame is done)."""
+    blocking = BlockingForward(tiny_instance().module)
+    model = tiny_instance()
+    published = []
+    engine = BatchedEngine(EngineConfig(input_sizes={"instance": SIZE}), CAMERAS,
+                           LoadedModel(model.task, model.name, blocking, model.class_names, input_size=SIZE),
+                           on_result=lambda camera, result: published.append((camera, result.tag)))
+    engine._stage_threads.join_timeout_s = 0.05
+    engine.start()
+    engine.submit("front", _image(), "rgb8", tag=0)
+    assert blocking.reached.wait(10)         # frame 0 is in the forward
+    engine.stop()                             # returns while the forward goes on
+    front = engine.stats["front"]
+    assert (front.frames_in, front.frames_out, front.frames_dropped) == (1, 0, 1)
+    engine.submit("rear", _image(seed=1), "rgb8", tag=1)   # waits in its slot for the next start
+    blocking.release.set()
+    for thread in engine._stage_threads._threads:   # the straggler finishes its batch
+        thread.join(10)
+    assert (front.frames_out, front.frames_dropped) == (0, 1) and published == []
+    assert engine.in_flight == 1              # frame 1 still counted
+    engine.start()
+    try:
+        assert engine.wait_idle(10)
+    finally:
+        engine.stop()
+    assert published == [("rear", 1)]
+    rear = engine.stats["rear"]
+    assert (rear.frames_in, rear.frames_out, rear.frames_dropped) == (1, 1, 0) and engine.in_flight == 0
