@@ -85,6 +85,19 @@ def test_semantic_labels_come_back_at_the_original_size():
     assert labels[:, :22].max() == 0 and labels[:, 23:].min() == 1
 
 
+def test_channel_argmax_equals_torch_argmax_including_ties():
+    """The running-maximum label map is argmax(0) exactly: random scores, whole-plane ties (the first class
+    wins) and a strided view, as semantic_labels cuts the padding off."""
+    from ros_amf.runtime.outputs import channel_argmax
+
+    scores = torch.randn(19, 40, 56, generator=torch.Generator().manual_seed(0))
+    scores[:, :10] = torch.round(scores[:, :10])          # many ties in the top rows
+    scores[4:7, 20:30] = 5.0                              # a three-way tie: class 4 wins
+    view = scores[:, :33, :41]
+    assert torch.equal(channel_argmax(view), view.argmax(0).to(torch.uint8))
+    assert (channel_argmax(scores)[20:30] == 4).all()
+
+
 def test_known_masks_give_boxes_and_ids_at_input_resolution():
     model = ScriptedInstanceModel(boxes=[(8, 8, 40, 32), (48, 16, 88, 56)], classes=[0, 2], scores=[0.9, 0.7])
     engine = Engine(EngineConfig(input_sizes=SIZES), instance=scripted("instance", model))
