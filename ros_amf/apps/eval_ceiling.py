@@ -3,8 +3,10 @@
     ros-amf eval ceiling --data DATA/coco --split val --input-short-side 320 384 480
     ros-amf eval ceiling --task semantic --data DATA --dataset cityscapes --split val --input-short-side 384 480
 
-Instance (default): every ground-truth mask is squeezed through SparseInst's 1/4-resolution mask grid
-at each input size and scored by the real post-processing and COCOeval. Semantic: the ground-truth
+Instance (default): every ground-truth mask is squeezed through SparseInst's mask grid (1/8 of the input,
+upsampled x2 by the forward; --mask-stride 4 for the what-if of a 1/4 branch) at each input size, its grid
+logits fitted to the mask through the post-processing (--fit-steps; 0 = the plain area average, a poor
+guess on a 1/8 grid), and scored by the real post-processing and COCOeval. Semantic: the ground-truth
 label map becomes the logits of a perfect, calibrated host on its 1/4 grid (1/8 for the dilated
 hosts: --stride 8) and is scored like a model's output (ros_amf.evaluation.ceiling); AFMA works on the
 full-resolution logits after that grid, so it bounds the host, not strictly host + AFMA. A score far
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 
 from ros_amf.contract.input_size import InputSize
-from ros_amf.evaluation.ceiling import SEMANTIC_STRIDE, mask_ceiling, semantic_ceiling
+from ros_amf.evaluation.ceiling import MASK_STRIDE, SEMANTIC_STRIDE, mask_ceiling, semantic_ceiling
 from ros_amf.evaluation.coco_ap import METRIC_NAMES
 from ros_amf.evaluation.semantic import SMALL_CLASS_IDS, open_semantic_dataset, small_ids_of
 
@@ -42,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input short sides to measure (the long side is capped at 4/3 of each)")
     parser.add_argument("--stride", type=int, default=SEMANTIC_STRIDE,
                         help="semantic: the host's prediction grid (4: FPN, Unet family, PAN's head; 8: dilated)")
+    parser.add_argument("--mask-stride", type=int, choices=(4, 8), default=MASK_STRIDE,
+                        help="instance: the mask branch's grid (8: SparseInst's; 4: the what-if of a finer branch)")
+    parser.add_argument("--fit-steps", type=int, default=25,
+                        help="instance: steps fitting each mask's grid logits to it (0 = the area average only); "
+                             "any fit is an output the model could give, so the table is a lower bound on the "
+                             "true ceiling; 25 steps take seconds an image")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
     parser.add_argument("--out", default=None, help="write the table as JSON here")
     return parser
@@ -64,9 +72,11 @@ def main(argv: list[str]) -> int:
             print(f"ros-amf eval ceiling: '{annotation_json}' does not exist; point --data at a COCO-layout "
                   "directory and --split at one of its annotation files.", file=sys.stderr)
             return 2
-        rows = [mask_ceiling(annotation_json, size, args.limit) for size in sizes]
-        print(f"mask-resolution ceiling ({rows[0]['images']} images, {rows[0]['instances']} instances; "
-              "perfect classes and masks at 1/4 of the input)")
+        rows = [mask_ceiling(annotation_json, size, args.limit, args.mask_stride, max(0, args.fit_steps))
+                for size in sizes]
+        print(f"mask-resolution ceiling ({rows[0]['images']} images, {rows[0]['instances']} instances; perfect "
+              f"classes, masks on 1/{args.mask_stride} of the input, "
+              f"{f'grid logits fitted in {args.fit_steps} steps' if args.fit_steps > 0 else 'area-averaged'})")
         names = {m: m for m in METRIC_NAMES}
     else:
         try:
