@@ -206,12 +206,13 @@ def channel_argmax(scores: torch.Tensor) -> torch.Tensor:
     CPU reduces across planes with a stride of H*W (3x slower at 19x320x448). Scores must be finite (the
     caller checks); NaN would not win here as it does in argmax.
     """
-    best = scores[0]
+    best = scores[0].clone()
+    better = torch.empty(scores.shape[1:], dtype=torch.bool, device=scores.device)
     labels = torch.zeros(scores.shape[1:], dtype=torch.uint8, device=scores.device)
-    for channel in range(1, scores.shape[0]):
-        better = scores[channel] > best
+    for channel in range(1, scores.shape[0]):   # in place: no new planes a class on the per-frame path
+        torch.gt(scores[channel], best, out=better)
         labels.masked_fill_(better, channel)
-        best = torch.maximum(best, scores[channel])
+        torch.maximum(best, scores[channel], out=best)
     return labels
 
 
